@@ -1,0 +1,174 @@
+// Builds one proxy instance: the token cache, the upstream client, metrics, and two Fastify
+// servers (media and admin) sharing one logger. main.ts and the tests both start from here.
+import { randomUUID } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify'
+import pino, { type DestinationStream, type Logger } from 'pino'
+import { accessLog } from './access-log.js'
+import { adminRoute } from './admin.js'
+import type { Config } from './config.js'
+import { errors, sendProblem, toProxyError } from './errors.js'
+import { InFlightCounter, mediaRoute } from './media-route.js'
+import { Metrics } from './metrics.js'
+import { type Clock, systemClock, TokenCache, TokenSigner } from './token-cache.js'
+import { type RetryPolicy, UpstreamClient } from './upstream.js'
+import { VERSION } from './version.js'
+
+/** A caller's X-Request-Id is kept only when it is short and of a safe charset. */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+/** Header-size limit of both ports; larger requests get 431 from Node's parser. */
+export const MAX_HEADER_BYTES = 16 * 1024
+
+export interface AppDeps {
+  clock?: Clock
+  /** Where log lines go; stdout by default. */
+  logStream?: DestinationStream
+  retry?: RetryPolicy
+  /** Called by POST /quitquitquit; main.ts wires it to the graceful shutdown. */
+  onShutdownRequest?: () => void
+}
+
+export interface ProxyApp {
+  readonly media: FastifyInstance
+  readonly admin: FastifyInstance
+  readonly tokens: TokenCache
+  readonly signer: TokenSigner
+  readonly metrics: Metrics
+  readonly inFlight: InFlightCounter
+  readonly logger: Logger
+  readonly draining: boolean
+  /** Starts both listeners; resolves to their base URLs. */
+  listen(): Promise<{ mediaUrl: string; adminUrl: string }>
+  /**
+   * Graceful stop: readiness fails at once, the media listener stops accepting, in-flight
+   * responses get up to graceMs to finish, then whatever remains is cut.
+   */
+  close(graceMs?: number): Promise<void>
+}
+
+export async function buildApp(config: Config, deps: AppDeps = {}): Promise<ProxyApp> {
+  const logger = pino(
+    {
+      level: config.logLevel,
+      // A second line of defence: nothing logs these on purpose.
+      redact: {
+        paths: ['req.headers.authorization', 'req.headers.cookie', 'headers.authorization', 'token', 'privateKey'],
+        censor: '[redacted]',
+      },
+    },
+    deps.logStream ?? pino.destination({ dest: 1, sync: false }),
+  )
+  const inFlight = new InFlightCounter(config.maxInFlightRequests)
+  const metrics = new Metrics(VERSION, () => inFlight.count)
+  const signer = new TokenSigner(
+    config.privateKey,
+    config.applicationId,
+    config.jwtTtlSeconds,
+    deps.clock ?? systemClock,
+  )
+  const tokens = new TokenCache(signer, {
+    ttlSeconds: config.jwtTtlSeconds,
+    clock: deps.clock ?? systemClock,
+    onRefresh: (result, token, error) => {
+      metrics.countTokenRefresh(result, token)
+      if (result === 'success') logger.debug({ jti: token?.jti, exp: token?.exp }, 'application token signed')
+      else
+        logger.error(
+          { reason: error instanceof Error ? error.message : String(error) },
+          'application token signing failed',
+        )
+    },
+  })
+  const upstream = new UpstreamClient(config, tokens, {
+    retry: deps.retry,
+    onRetry: (reason) => metrics.countRetry(reason),
+    onResponse: (status, seconds) => metrics.observeUpstream(status, seconds),
+  })
+
+  let draining = false
+  const media = Fastify(serverOptions(logger))
+  media.addHook('onRequest', (request, reply, done) => {
+    reply.header('x-request-id', request.id)
+    if (draining) reply.header('connection', 'close')
+    done()
+  })
+  await media.register(accessLog, { metrics })
+  await media.register(mediaRoute, { config, tokens, upstream, inFlight })
+  media.setNotFoundHandler((_request, reply) => sendProblem(reply, errors.notFound()))
+  media.setErrorHandler((error, request, reply) => {
+    const problem = toProxyError(error)
+    if (problem.status >= 500)
+      request.log.error(
+        { code: problem.code, reason: error instanceof Error ? error.message : String(error) },
+        'request failed',
+      )
+    return sendProblem(reply, problem)
+  })
+  media.addHook('onClose', async () => {
+    await upstream.close()
+  })
+
+  const admin = Fastify(serverOptions(logger))
+  await admin.register(adminRoute, {
+    metrics,
+    tokens,
+    isDraining: () => draining,
+    requestShutdown: () => deps.onShutdownRequest?.(),
+  })
+
+  await Promise.all([media.ready(), admin.ready()])
+  // Sign the first token now: a broken key shows at start-up, and /readyz turns 200 at once.
+  await tokens.get().catch(() => undefined)
+
+  let closing: Promise<void> | undefined
+  return {
+    media,
+    admin,
+    tokens,
+    signer,
+    metrics,
+    inFlight,
+    logger,
+    get draining() {
+      return draining
+    },
+    async listen() {
+      const mediaUrl = await media.listen({ host: config.host, port: config.port })
+      const adminUrl = await admin.listen({ host: config.host, port: config.adminPort })
+      return { mediaUrl, adminUrl }
+    },
+    close(graceMs = config.shutdownGraceMs) {
+      closing ??= (async () => {
+        draining = true
+        const mediaClosed = media.close()
+        const timer = setTimeout(() => media.server.closeAllConnections(), graceMs)
+        await mediaClosed
+        clearTimeout(timer)
+        tokens.close()
+        await admin.close()
+        logger.flush()
+      })()
+      return closing
+    },
+  }
+}
+
+function serverOptions(logger: Logger) {
+  return {
+    loggerInstance: logger as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),
+    genReqId,
+    requestIdHeader: false as const,
+    maxHeaderSize: MAX_HEADER_BYTES,
+    // find-my-way answers 414 for long params before our validation could; ids are checked by us.
+    routerOptions: { maxParamLength: 1024 },
+    return503OnClosing: true,
+    frameworkErrors: (error: Error, _request: unknown, reply: Parameters<typeof sendProblem>[0]) =>
+      sendProblem(reply, toProxyError(error)),
+  }
+}
+
+function genReqId(req: IncomingMessage): string {
+  const header = req.headers['x-request-id']
+  return typeof header === 'string' && REQUEST_ID.test(header) ? header : randomUUID()
+}

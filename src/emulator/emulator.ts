@@ -1,0 +1,269 @@
+// A small fake of Vonage's Media API for the demo, the tests and the benchmark. It checks
+// every Bearer token as Vonage does, serves media with ranges and validators, records what it
+// received, and misbehaves on request (faults) so that failure handling can be tested.
+import { createPublicKey, type KeyObject } from 'node:crypto'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
+import { type MediaItem, MediaStore } from './media-store.js'
+import { verifyApplicationToken } from './verify-token.js'
+
+const MEDIA_PATH = /^\/v3\/media\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/i
+
+export interface EmulatorOptions {
+  /** The application's public key (or the private key, whose public half is used). */
+  publicKey: KeyObject | string
+  applicationId: string
+  host?: string
+  port?: number
+  /** Seconds since the epoch, for token checks. */
+  now?: () => number
+}
+
+/** One misbehaviour, used by the next media request that reaches the emulator. */
+export interface Fault {
+  /** Answer this status (503, 429, ...) with a problem+json body instead of the media. */
+  status?: number
+  /** With status: a Retry-After header value. */
+  retryAfter?: string
+  /** Wait this long before sending response headers. */
+  headersDelayMs?: number
+  /** Destroy the socket before answering anything. */
+  resetBeforeHeaders?: boolean
+  /** Destroy the socket after this many body bytes. */
+  resetAfterBytes?: number
+  /** Send this many body bytes, then go silent (socket left open). */
+  stallAfterBytes?: number
+  /** Stream without Content-Length (chunked). */
+  chunked?: boolean
+}
+
+export interface RecordedRequest {
+  method: string
+  url: string
+  headers: IncomingMessage['headers']
+  /** The jti of a valid token, if one was presented. */
+  jti: string | undefined
+  status: number | undefined
+  /** True once the response ended without being completely sent (client went away or reset). */
+  aborted: boolean
+  /** True once the response has ended, either way. */
+  closed: boolean
+}
+
+export class VonageEmulator {
+  readonly media = new MediaStore()
+  readonly requests: RecordedRequest[] = []
+  readonly faults: Fault[] = []
+  readonly revokedTokenIds = new Set<string>()
+  readonly #publicKey: KeyObject
+  readonly #applicationId: string
+  readonly #now: () => number
+  readonly #server: Server
+  readonly #sockets = new Set<Socket>()
+  readonly #host: string
+  readonly #port: number
+
+  constructor(options: EmulatorOptions) {
+    const key = options.publicKey
+    this.#publicKey = typeof key !== 'string' && key.type === 'public' ? key : createPublicKey(key)
+    this.#applicationId = options.applicationId
+    this.#now = options.now ?? (() => Date.now() / 1000)
+    this.#host = options.host ?? '127.0.0.1'
+    this.#port = options.port ?? 0
+    this.#server = createServer((req, res) => this.#handle(req, res))
+    this.#server.on('connection', (socket) => {
+      this.#sockets.add(socket)
+      socket.once('close', () => this.#sockets.delete(socket))
+    })
+  }
+
+  async listen(): Promise<string> {
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject)
+      this.#server.listen(this.#port, this.#host, resolve)
+    })
+    return this.url
+  }
+
+  get url(): string {
+    const { port } = this.#server.address() as AddressInfo
+    return `http://${this.#host.includes(':') ? `[${this.#host}]` : this.#host}:${port}`
+  }
+
+  /** Requests for media paths still being answered. */
+  get openResponses(): number {
+    return this.requests.filter((request) => !request.closed).length
+  }
+
+  async close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()))
+    for (const socket of this.#sockets) socket.destroy()
+    await closed
+  }
+
+  #handle(req: IncomingMessage, res: ServerResponse) {
+    const record: RecordedRequest = {
+      method: req.method ?? '',
+      url: req.url ?? '',
+      headers: req.headers,
+      jti: undefined,
+      status: undefined,
+      aborted: false,
+      closed: false,
+    }
+    this.requests.push(record)
+    res.once('close', () => {
+      record.closed = true
+      record.aborted = !res.writableFinished
+      record.status = res.statusCode
+    })
+    res.setHeader('server', 'vonage-emulator')
+    res.setHeader('set-cookie', 'emulator-session=should-never-reach-a-client; Path=/; HttpOnly')
+
+    const match = MEDIA_PATH.exec(req.url ?? '')
+    if (!match?.[1]) return problem(res, 404, 'Not Found', 'No such resource.')
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('allow', 'GET, HEAD')
+      return problem(res, 405, 'Method Not Allowed', 'Use GET or HEAD.')
+    }
+    const fault = this.faults.shift()
+    if (fault?.resetBeforeHeaders) {
+      req.socket.destroy()
+      return
+    }
+    const answer = () => this.#answer(req, res, record, match[1] as string, fault)
+    if (fault?.headersDelayMs) {
+      const timer = setTimeout(answer, fault.headersDelayMs)
+      res.once('close', () => clearTimeout(timer))
+    } else {
+      answer()
+    }
+  }
+
+  #answer(req: IncomingMessage, res: ServerResponse, record: RecordedRequest, id: string, fault?: Fault) {
+    if (fault?.status) {
+      if (fault.retryAfter) res.setHeader('retry-after', fault.retryAfter)
+      return problem(res, fault.status, 'Injected fault', `The emulator was told to answer ${fault.status}.`)
+    }
+    const check = verifyApplicationToken(req.headers.authorization, this.#publicKey, this.#applicationId, this.#now())
+    if (!check.ok || this.revokedTokenIds.has(check.token.claims.jti)) {
+      res.setHeader('www-authenticate', 'Bearer realm="vonage-emulator"')
+      const reason = check.ok ? 'token revoked' : check.reason
+      return problem(res, 401, 'Invalid Token', `The request is not authorized: ${reason}.`)
+    }
+    record.jti = check.token.claims.jti
+    const item = this.media.get(id)
+    if (!item) return problem(res, 404, 'Not Found', 'The media item does not exist or has expired.')
+    serveMedia(req, res, item, fault)
+  }
+}
+
+function serveMedia(req: IncomingMessage, res: ServerResponse, item: MediaItem, fault?: Fault): void {
+  res.setHeader('content-type', item.contentType)
+  res.setHeader('etag', item.etag)
+  res.setHeader('last-modified', item.lastModified.toUTCString())
+  res.setHeader('accept-ranges', 'bytes')
+  res.setHeader('cache-control', 'private, max-age=172800')
+  if (item.fileName) res.setHeader('content-disposition', `inline; filename="${item.fileName}"`)
+
+  if (notModified(req, item)) {
+    res.statusCode = 304
+    res.end()
+    return
+  }
+
+  let start = 0
+  let end = item.size - 1
+  const range = rangeFor(req, item)
+  if (range === 'unsatisfiable') {
+    res.statusCode = 416
+    res.setHeader('content-range', `bytes */${item.size}`)
+    res.end()
+    return
+  }
+  if (range) {
+    ;[start, end] = range
+    res.statusCode = 206
+    res.setHeader('content-range', `bytes ${start}-${end}/${item.size}`)
+  } else {
+    res.statusCode = 200
+  }
+  const length = end - start + 1
+  if (!fault?.chunked) res.setHeader('content-length', length)
+  if (req.method === 'HEAD' || length === 0) {
+    res.end()
+    return
+  }
+
+  const body = item.open(start, end)
+  const limit = fault?.resetAfterBytes ?? fault?.stallAfterBytes
+  if (limit === undefined) {
+    body.pipe(res)
+    res.once('close', () => body.destroy())
+    return
+  }
+  let sent = 0
+  body.on('data', (chunk: Buffer) => {
+    const room = limit - sent
+    if (room > 0) res.write(chunk.subarray(0, room))
+    sent += Math.min(chunk.length, Math.max(room, 0))
+    if (sent >= limit) {
+      body.destroy()
+      if (fault?.resetAfterBytes !== undefined) res.socket?.destroy()
+      // stallAfterBytes: leave the response open and silent.
+    }
+  })
+  res.once('close', () => body.destroy())
+}
+
+function notModified(req: IncomingMessage, item: MediaItem): boolean {
+  const ifNoneMatch = req.headers['if-none-match']
+  if (ifNoneMatch) {
+    return ifNoneMatch
+      .split(',')
+      .map((tag) => tag.trim().replace(/^W\//, ''))
+      .some((tag) => tag === '*' || tag === item.etag)
+  }
+  const ifModifiedSince = req.headers['if-modified-since']
+  if (ifModifiedSince) {
+    const since = Date.parse(ifModifiedSince)
+    return !Number.isNaN(since) && item.lastModified.getTime() <= since
+  }
+  return false
+}
+
+/** A single byte range, honouring If-Range; multi-range requests are served whole. */
+function rangeFor(req: IncomingMessage, item: MediaItem): [number, number] | 'unsatisfiable' | undefined {
+  const header = req.headers.range
+  if (!header) return undefined
+  const ifRange = req.headers['if-range']
+  if (ifRange && ifRange !== item.etag && ifRange !== item.lastModified.toUTCString()) return undefined
+  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim())
+  if (!match || (match[1] === '' && match[2] === '')) return undefined
+  let start: number
+  let end: number
+  if (match[1] === '') {
+    const suffix = Number(match[2])
+    if (suffix === 0) return 'unsatisfiable'
+    start = Math.max(0, item.size - suffix)
+    end = item.size - 1
+  } else {
+    start = Number(match[1])
+    end = match[2] === '' ? item.size - 1 : Math.min(Number(match[2]), item.size - 1)
+  }
+  if (start >= item.size || start > end) return 'unsatisfiable'
+  return [start, end]
+}
+
+function problem(res: ServerResponse, status: number, title: string, detail: string): void {
+  const body = JSON.stringify({
+    type: `https://developer.vonage.com/api-errors#${status}`,
+    title,
+    detail,
+    instance: crypto.randomUUID(),
+  })
+  res.statusCode = status
+  res.setHeader('content-type', 'application/problem+json')
+  res.setHeader('content-length', Buffer.byteLength(body))
+  res.end(body)
+}

@@ -1,0 +1,136 @@
+// Errors the proxy itself produces. Each has a stable code that doubles as the problem
+// `type`, a log field and a metric label, and renders as RFC 9457 problem+json.
+import type { FastifyReply } from 'fastify'
+
+export const PROBLEM_CONTENT_TYPE = 'application/problem+json'
+const PROBLEM_TYPE_BASE = 'urn:vonage-media-proxy:problem:'
+
+export type ProblemCode =
+  | 'invalid-media-id'
+  | 'not-found'
+  | 'method-not-allowed'
+  | 'unauthorized'
+  | 'overloaded'
+  | 'token-unavailable'
+  | 'upstream-unauthorized'
+  | 'upstream-unavailable'
+  | 'upstream-timeout'
+  | 'bad-request'
+  | 'headers-too-large'
+  | 'shutting-down'
+  | 'internal'
+
+export class ProxyError extends Error {
+  override name = 'ProxyError'
+  constructor(
+    readonly code: ProblemCode,
+    readonly status: number,
+    readonly title: string,
+    /** Safe to show a client: never an address, a token or a key. */
+    readonly detail: string,
+    options?: ErrorOptions,
+  ) {
+    super(`${code}: ${detail}`, options)
+  }
+
+  problem(requestId: string): Problem {
+    return {
+      type: PROBLEM_TYPE_BASE + this.code,
+      title: this.title,
+      status: this.status,
+      detail: this.detail,
+      requestId,
+    }
+  }
+}
+
+export interface Problem {
+  type: string
+  title: string
+  status: number
+  detail: string
+  requestId: string
+}
+
+export const errors = {
+  invalidMediaId: () =>
+    new ProxyError(
+      'invalid-media-id',
+      400,
+      'Invalid media id',
+      'The media id must be a UUID (8-4-4-4-12 hexadecimal digits).',
+    ),
+  notFound: () => new ProxyError('not-found', 404, 'Not Found', 'Only /media/{id} and /v3/media/{id} are served here.'),
+  methodNotAllowed: () =>
+    new ProxyError('method-not-allowed', 405, 'Method Not Allowed', 'Media can only be read with GET or HEAD.'),
+  unauthorized: () =>
+    new ProxyError(
+      'unauthorized',
+      401,
+      'Unauthorized',
+      'Send "Authorization: Bearer <key>" with one of the proxy\'s inbound API keys.',
+    ),
+  overloaded: () =>
+    new ProxyError(
+      'overloaded',
+      503,
+      'Service Unavailable',
+      'Too many media requests in flight; retry after a second.',
+    ),
+  tokenUnavailable: (cause?: unknown) =>
+    new ProxyError(
+      'token-unavailable',
+      503,
+      'Service Unavailable',
+      'No valid Vonage application token is available; check the proxy logs.',
+      { cause },
+    ),
+  upstreamUnauthorized: () =>
+    new ProxyError(
+      'upstream-unauthorized',
+      502,
+      'Bad Gateway',
+      'Vonage refused the application token twice; check the application id and key.',
+    ),
+  upstreamUnavailable: (cause?: unknown) =>
+    new ProxyError('upstream-unavailable', 502, 'Bad Gateway', 'The Vonage Media API could not be reached.', {
+      cause,
+    }),
+  upstreamTimeout: (cause?: unknown) =>
+    new ProxyError('upstream-timeout', 504, 'Gateway Timeout', 'The Vonage Media API did not answer in time.', {
+      cause,
+    }),
+  badRequest: () => new ProxyError('bad-request', 400, 'Bad Request', 'The request could not be understood.'),
+  shuttingDown: () => new ProxyError('shutting-down', 503, 'Service Unavailable', 'The proxy is shutting down.'),
+  internal: (cause?: unknown) =>
+    new ProxyError('internal', 500, 'Internal Server Error', 'The proxy failed unexpectedly.', { cause }),
+}
+
+/** Sends a ProxyError as problem+json and records its size for the access log. */
+export function sendProblem(reply: FastifyReply, error: ProxyError): FastifyReply {
+  const body = JSON.stringify(error.problem(reply.request.id))
+  reply.request.bytesSent = Buffer.byteLength(body)
+  if (error.status === 401) reply.header('www-authenticate', 'Bearer realm="vonage-media-proxy"')
+  if (error.status === 503 && error.code === 'overloaded') reply.header('retry-after', '1')
+  return reply.code(error.status).type(PROBLEM_CONTENT_TYPE).send(body)
+}
+
+/** Maps any error met while serving a request to the ProxyError the client should see. */
+export function toProxyError(error: unknown): ProxyError {
+  if (error instanceof ProxyError) return error
+  const status = (error as { statusCode?: number }).statusCode
+  if (status === 431) {
+    return new ProxyError(
+      'headers-too-large',
+      431,
+      'Request Header Fields Too Large',
+      'The request headers are too large.',
+    )
+  }
+  if (status === 405) return errors.methodNotAllowed()
+  if (status === 404) return errors.notFound()
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    return new ProxyError('bad-request', status, 'Bad Request', 'The request could not be understood.')
+  }
+  return errors.internal(error)
+}

@@ -1,0 +1,67 @@
+// The process: read the settings, build the proxy, listen, and stop gracefully on SIGTERM,
+// SIGINT or POST /quitquitquit. A configuration problem exits 78 (EX_CONFIG) with one line.
+import { parseArgs } from 'node:util'
+import { buildApp, type ProxyApp } from './app.js'
+import { type Config, ConfigError, EX_CONFIG, loadConfig } from './config.js'
+import { TokenSigner } from './token-cache.js'
+
+const USAGE = 'usage: node dist/main.js [--config settings.yaml] [--check-config]'
+
+async function main(): Promise<void> {
+  let args: { config?: string; 'check-config'?: boolean }
+  try {
+    args = parseArgs({
+      options: { config: { type: 'string' }, 'check-config': { type: 'boolean' } },
+      strict: true,
+    }).values
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n${USAGE}\n`)
+    process.exit(64)
+  }
+
+  let config: Config
+  try {
+    config = loadConfig({ configFile: args.config })
+  } catch (err) {
+    if (err instanceof ConfigError) exitWithConfigError(err.message)
+    throw err
+  }
+
+  if (args['check-config']) {
+    try {
+      await new TokenSigner(config.privateKey, config.applicationId, config.jwtTtlSeconds).sign()
+    } catch {
+      exitWithConfigError('VONAGE_PRIVATE_KEY cannot sign an RS256 token')
+    }
+    process.stdout.write('configuration ok: settings valid, key loaded, token signed\n')
+    return
+  }
+
+  let app: ProxyApp | undefined
+  let stopping = false
+  const stop = (reason: string) => {
+    if (stopping) {
+      app?.logger.warn({ reason }, 'second stop request: exiting now')
+      process.exit(1)
+    }
+    stopping = true
+    app?.logger.info({ reason, inFlight: app.inFlight.count }, 'shutting down')
+    void (app?.close() ?? Promise.resolve()).then(
+      () => process.exit(0),
+      () => process.exit(1),
+    )
+  }
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
+
+  app = await buildApp(config, { onShutdownRequest: () => stop('quitquitquit') })
+  const { mediaUrl, adminUrl } = await app.listen()
+  app.logger.info({ mediaUrl, adminUrl, upstream: config.upstreamBaseUrl.origin }, 'vonage-media-proxy listening')
+}
+
+function exitWithConfigError(message: string): never {
+  process.stderr.write(`config error: ${message}\n`)
+  process.exit(EX_CONFIG)
+}
+
+await main()

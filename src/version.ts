@@ -1,0 +1,6 @@
+// The running build's version, from package.json (shipped next to dist/ in the image).
+import { readFileSync } from 'node:fs'
+
+export const VERSION: string = (
+  JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+).version
