@@ -8,6 +8,7 @@ import { accessLog } from './access-log.js'
 import { adminRoute } from './admin.js'
 import type { Config } from './config.js'
 import { errors, sendProblem, toProxyError } from './errors.js'
+import { KeyWatcher } from './key-watcher.js'
 import { InFlightCounter, mediaRoute } from './media-route.js'
 import { Metrics } from './metrics.js'
 import { type Clock, systemClock, TokenCache, TokenSigner } from './token-cache.js'
@@ -26,6 +27,8 @@ export interface AppDeps {
   retry?: RetryPolicy
   /** Called by POST /quitquitquit; main.ts wires it to the graceful shutdown. */
   onShutdownRequest?: () => void
+  /** How often the key file is re-read as a fallback to the directory watch. */
+  keyPollIntervalMs?: number
 }
 
 export interface ProxyApp {
@@ -120,6 +123,27 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
   // Sign the first token now: a broken key shows at start-up, and /readyz turns 200 at once.
   await tokens.get().catch(() => undefined)
 
+  const keyWatcher = config.privateKeyPath
+    ? new KeyWatcher({
+        path: config.privateKeyPath,
+        initialKey: config.privateKey,
+        pollIntervalMs: deps.keyPollIntervalMs,
+        onKey: (key) => {
+          signer.setKey(key)
+          // Replace the cached token now, not at its refresh time: the old key may be revoked.
+          tokens.invalidate()
+          tokens.get().catch(() => undefined)
+          metrics.countKeyReload('success')
+          logger.info({ path: config.privateKeyPath }, 'private key reloaded')
+        },
+        onRejected: (reason) => {
+          metrics.countKeyReload('failure')
+          logger.error({ path: config.privateKeyPath, reason }, 'private key replacement refused; keeping the old key')
+        },
+      })
+    : undefined
+  keyWatcher?.start()
+
   let closing: Promise<void> | undefined
   return {
     media,
@@ -144,6 +168,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
         const timer = setTimeout(() => media.server.closeAllConnections(), graceMs)
         await mediaClosed
         clearTimeout(timer)
+        keyWatcher?.close()
         tokens.close()
         await admin.close()
         logger.flush()

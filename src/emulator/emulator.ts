@@ -4,8 +4,10 @@
 import { createPublicKey, type KeyObject } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
+import type { Readable } from 'node:stream'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { type MediaItem, MediaStore } from './media-store.js'
-import { verifyApplicationToken } from './verify-token.js'
+import { type TokenCheck, verifyApplicationToken } from './verify-token.js'
 
 const MEDIA_PATH = /^\/v3\/media\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/i
 
@@ -35,6 +37,10 @@ export interface Fault {
   stallAfterBytes?: number
   /** Stream without Content-Length (chunked). */
   chunked?: boolean
+  /** Send the body in pieces of dripBytes, each after this much silence: slow but steady. */
+  dripDelayMs?: number
+  /** With dripDelayMs: the size of each piece (1 KiB by default). */
+  dripBytes?: number
 }
 
 export interface RecordedRequest {
@@ -55,7 +61,7 @@ export class VonageEmulator {
   readonly requests: RecordedRequest[] = []
   readonly faults: Fault[] = []
   readonly revokedTokenIds = new Set<string>()
-  readonly #publicKey: KeyObject
+  #publicKeys: KeyObject[]
   readonly #applicationId: string
   readonly #now: () => number
   readonly #server: Server
@@ -64,8 +70,7 @@ export class VonageEmulator {
   readonly #port: number
 
   constructor(options: EmulatorOptions) {
-    const key = options.publicKey
-    this.#publicKey = typeof key !== 'string' && key.type === 'public' ? key : createPublicKey(key)
+    this.#publicKeys = [publicKeyOf(options.publicKey)]
     this.#applicationId = options.applicationId
     this.#now = options.now ?? (() => Date.now() / 1000)
     this.#host = options.host ?? '127.0.0.1'
@@ -75,6 +80,11 @@ export class VonageEmulator {
       this.#sockets.add(socket)
       socket.once('close', () => this.#sockets.delete(socket))
     })
+  }
+
+  /** Trust these application keys from now on (the application's key was rotated). */
+  setPublicKeys(...keys: (KeyObject | string)[]): void {
+    this.#publicKeys = keys.map(publicKeyOf)
   }
 
   async listen(): Promise<string> {
@@ -143,9 +153,13 @@ export class VonageEmulator {
   #answer(req: IncomingMessage, res: ServerResponse, record: RecordedRequest, id: string, fault?: Fault) {
     if (fault?.status) {
       if (fault.retryAfter) res.setHeader('retry-after', fault.retryAfter)
+      if (fault.status === 401) res.setHeader('www-authenticate', 'Bearer realm="vonage-emulator"')
       return problem(res, fault.status, 'Injected fault', `The emulator was told to answer ${fault.status}.`)
     }
-    const check = verifyApplicationToken(req.headers.authorization, this.#publicKey, this.#applicationId, this.#now())
+    const checks = this.#publicKeys.map((key) =>
+      verifyApplicationToken(req.headers.authorization, key, this.#applicationId, this.#now()),
+    )
+    const check = checks.find((result) => result.ok) ?? (checks[0] as TokenCheck)
     if (!check.ok || this.revokedTokenIds.has(check.token.claims.jti)) {
       res.setHeader('www-authenticate', 'Bearer realm="vonage-emulator"')
       const reason = check.ok ? 'token revoked' : check.reason
@@ -196,6 +210,10 @@ function serveMedia(req: IncomingMessage, res: ServerResponse, item: MediaItem, 
   }
 
   const body = item.open(start, end)
+  if (fault?.dripDelayMs !== undefined) {
+    void drip(res, body, fault.dripBytes ?? 1024, fault.dripDelayMs)
+    return
+  }
   const limit = fault?.resetAfterBytes ?? fault?.stallAfterBytes
   if (limit === undefined) {
     body.pipe(res)
@@ -214,6 +232,24 @@ function serveMedia(req: IncomingMessage, res: ServerResponse, item: MediaItem, 
     }
   })
   res.once('close', () => body.destroy())
+}
+
+/** Writes the body piece by piece, pausing before each, until it ends or the response closes. */
+async function drip(res: ServerResponse, body: Readable, pieceBytes: number, delayMs: number): Promise<void> {
+  res.once('close', () => body.destroy())
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      for (let at = 0; at < chunk.length; at += pieceBytes) {
+        await sleep(delayMs)
+        if (res.destroyed) return
+        res.write(chunk.subarray(at, at + pieceBytes))
+      }
+    }
+    res.end()
+  } catch {
+    // The body was destroyed because the response closed: nothing left to answer.
+    res.destroy()
+  }
 }
 
 function notModified(req: IncomingMessage, item: MediaItem): boolean {
@@ -266,4 +302,8 @@ function problem(res: ServerResponse, status: number, title: string, detail: str
   res.setHeader('content-type', 'application/problem+json')
   res.setHeader('content-length', Buffer.byteLength(body))
   res.end(body)
+}
+
+function publicKeyOf(key: KeyObject | string): KeyObject {
+  return typeof key !== 'string' && key.type === 'public' ? key : createPublicKey(key)
 }
