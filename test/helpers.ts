@@ -105,11 +105,15 @@ export function accessLines(proxy: RunningProxy): Record<string, unknown>[] {
 }
 
 /** Polls until `check` returns a truthy value; fails after a bounded deadline. */
-export async function waitFor<T>(check: () => T | Promise<T>, message: string, timeoutMs = 5_000): Promise<T> {
+export async function waitFor<T>(
+  check: () => T | Promise<T>,
+  message: string,
+  timeoutMs = 5_000,
+): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const value = await check()
-    if (value) return value
+    if (value) return value as NonNullable<T>
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${message}`)
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
