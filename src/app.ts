@@ -15,6 +15,8 @@ import { type Clock, systemClock, TokenCache, TokenSigner } from './token-cache.
 import { type RetryPolicy, UpstreamClient } from './upstream.js'
 import { VERSION } from './version.js'
 
+/** Under the media prefixes: an unknown method there is 405, not 404. */
+const MEDIA_PATH = /^\/(v3\/)?media\//
 /** A caller's X-Request-Id is kept only when it is short and of a safe charset. */
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 /** Header-size limit of both ports; larger requests get 431 from Node's parser. */
@@ -97,7 +99,14 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
   })
   await media.register(accessLog, { metrics })
   await media.register(mediaRoute, { config, tokens, upstream, inFlight })
-  media.setNotFoundHandler((_request, reply) => sendProblem(reply, errors.notFound()))
+  media.setNotFoundHandler((request, reply) => {
+    // Methods Fastify has no route table for (PROPFIND, …) land here even on media paths.
+    if (MEDIA_PATH.test(request.url)) {
+      reply.header('allow', 'GET, HEAD')
+      return sendProblem(reply, errors.methodNotAllowed())
+    }
+    return sendProblem(reply, errors.notFound())
+  })
   media.setErrorHandler((error, request, reply) => {
     const problem = toProxyError(error)
     if (problem.status >= 500)

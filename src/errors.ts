@@ -108,11 +108,13 @@ export const errors = {
 
 /** Sends a ProxyError as problem+json and records its size for the access log. */
 export function sendProblem(reply: FastifyReply, error: ProxyError): FastifyReply {
-  const body = JSON.stringify(error.problem(reply.request.id))
-  reply.request.bytesSent = Buffer.byteLength(body)
+  // A Buffer, not a string: Fastify appends "; charset=utf-8" to string payloads, and RFC 9457
+  // defines no charset parameter for application/problem+json.
+  const body = Buffer.from(JSON.stringify(error.problem(reply.request.id)))
+  reply.request.bytesSent = body.length
   if (error.status === 401) reply.header('www-authenticate', 'Bearer realm="vonage-media-proxy"')
   if (error.status === 503 && error.code === 'overloaded') reply.header('retry-after', '1')
-  return reply.code(error.status).type(PROBLEM_CONTENT_TYPE).send(body)
+  return reply.code(error.status).header('content-type', PROBLEM_CONTENT_TYPE).send(body)
 }
 
 /** Maps any error met while serving a request to the ProxyError the client should see. */

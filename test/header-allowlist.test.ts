@@ -1,0 +1,349 @@
+// Headers are allowlisted both ways, and X-Request-Id is validated, sent upstream and echoed on every response.
+import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
+import { createServer, request as httpRequest, type OutgoingHttpHeaders } from 'node:http'
+import { type AddressInfo, connect } from 'node:net'
+import { type TestContext, test } from 'node:test'
+import { request } from 'undici'
+import type { RecordedRequest, VonageEmulator } from '../src/emulator/emulator.js'
+import { MEDIA_ID, startEmulator, startProxy, waitFor } from './helpers.js'
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+const UNKNOWN_ID = '00000000-0000-4000-8000-00000000dead'
+
+/** What the proxy may send upstream: the contract's allowlist, its own token, and undici's own connection headers. */
+const UPSTREAM_REQUEST_HEADERS = [
+  'accept',
+  'authorization',
+  'connection',
+  'host',
+  'if-modified-since',
+  'if-none-match',
+  'if-range',
+  'range',
+  'x-request-id',
+]
+
+/** What a client may see: the contract's allowlist, X-Request-Id, and Node's own framing headers. */
+const CLIENT_RESPONSE_HEADERS = new Set([
+  'content-type',
+  'content-length',
+  'content-range',
+  'accept-ranges',
+  'etag',
+  'last-modified',
+  'content-disposition',
+  'cache-control',
+  'retry-after',
+  'x-request-id',
+  'date',
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+])
+
+/** Headers an upstream might add that must never reach a client. */
+const UPSTREAM_EXTRA_HEADERS: OutgoingHttpHeaders = {
+  'x-vonage-trace': 'internal-trace-id',
+  'x-request-id': 'chosen-by-upstream',
+  'x-powered-by': 'upstream-framework',
+  'www-authenticate': 'Bearer realm="upstream"',
+  'proxy-authenticate': 'Basic realm="upstream"',
+  'strict-transport-security': 'max-age=31536000',
+  'access-control-allow-origin': '*',
+  'alt-svc': 'h3=":443"',
+  vary: 'Cookie',
+  'keep-alive': 'timeout=999',
+  connection: 'keep-alive, x-upstream-hop',
+  'x-upstream-hop': 'hop-by-hop-value',
+}
+
+/**
+ * The emulator, fronted by a pass-through server that adds UPSTREAM_EXTRA_HEADERS to every
+ * answer (the emulator itself always adds Server and Set-Cookie, and WWW-Authenticate on 401).
+ * The emulator still checks the token and records the request as the proxy sent it.
+ */
+async function startNoisyUpstream(t: TestContext, emulator: VonageEmulator): Promise<string> {
+  const target = new URL(emulator.url)
+  const server = createServer((req, res) => {
+    const forwarded = httpRequest(
+      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+      (upstream) => {
+        res.writeHead(upstream.statusCode ?? 502, { ...upstream.headers, ...UPSTREAM_EXTRA_HEADERS })
+        upstream.pipe(res)
+      },
+    )
+    forwarded.once('error', () => res.destroy())
+    req.pipe(forwarded)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.after(async () => {
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+    server.closeAllConnections()
+    await closed
+  })
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+}
+
+interface RawResponse {
+  status: number
+  /** Header lines as sent, names lower-cased, repeated names kept. */
+  lines: [string, string][]
+  headers: Record<string, string>
+  body: Buffer
+}
+
+/**
+ * One request over a bare socket: exactly these header lines are sent (no client adds, merges
+ * or refuses any, Connection-listed ones included), and the proxy closes the connection after.
+ */
+function rawRequest(baseUrl: string, method: string, path: string, headerLines: string[]): Promise<RawResponse> {
+  const { hostname, port } = new URL(baseUrl)
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname)
+    const chunks: Buffer[] = []
+    socket.setTimeout(5_000, () => socket.destroy(new Error(`no complete answer to ${method} ${path}`)))
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk))
+    socket.once('error', reject)
+    socket.once('end', () => {
+      const data = Buffer.concat(chunks)
+      const split = data.indexOf('\r\n\r\n')
+      if (split === -1) return reject(new Error(`no response head for ${method} ${path}`))
+      const [statusLine = '', ...rest] = data.subarray(0, split).toString('latin1').split('\r\n')
+      const lines = rest.map((line): [string, string] => {
+        const colon = line.indexOf(':')
+        return [line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim()]
+      })
+      const headers: Record<string, string> = {}
+      for (const [name, value] of lines)
+        headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`
+      resolve({ status: Number(statusLine.split(' ')[1]), lines, headers, body: data.subarray(split + 4) })
+    })
+    socket.write(`${method} ${path} HTTP/1.1\r\n${headerLines.map((line) => `${line}\r\n`).join('')}\r\n`)
+  })
+}
+
+async function answered(emulator: VonageEmulator, index: number): Promise<RecordedRequest> {
+  return waitFor(
+    () => (emulator.requests[index]?.closed ? emulator.requests[index] : undefined),
+    `upstream request ${index} answered`,
+  )
+}
+
+function sha256(bytes: Buffer): string {
+  return createHash('sha256').update(bytes).digest('hex')
+}
+
+function expectedBytes(start: number, end: number): Buffer {
+  const bytes = Buffer.alloc(end - start + 1)
+  for (let i = 0; i < bytes.length; i++) bytes[i] = (start + i) % 251
+  return bytes
+}
+
+test('only the allowlisted request headers, a valid token and the bare path reach upstream', async (t) => {
+  const emulator = await startEmulator(t)
+  const item = emulator.media.addSynthetic(MEDIA_ID, 4096)
+  const proxy = await startProxy(t, emulator.url)
+  const clientToken = 'Bearer client-secret-token'
+  const oldDate = new Date(item.lastModified.getTime() - 86_400_000).toUTCString()
+
+  const res = await rawRequest(proxy.mediaUrl, 'GET', `/media/${MEDIA_ID}?api_key=client-secret&token=abc&x=%2F..`, [
+    'Host: client-chosen.example',
+    `Authorization: ${clientToken}`,
+    'Cookie: session=client-cookie',
+    'Proxy-Authorization: Basic Y2xpZW50OnNlY3JldA==',
+    'Connection: close, X-Hop-Header',
+    'X-Hop-Header: listed-in-connection',
+    'Keep-Alive: timeout=1',
+    'TE: trailers',
+    'X-Forwarded-For: 10.1.2.3',
+    'X-Forwarded-Host: client-chosen.example',
+    'X-Forwarded-Proto: https',
+    'Forwarded: for=10.1.2.3',
+    'X-Real-IP: 10.1.2.3',
+    'Via: 1.1 client-proxy',
+    'User-Agent: client-agent/1.0',
+    'Accept-Encoding: gzip, br',
+    'Accept-Language: en',
+    'Referer: https://client.example/page',
+    'Origin: https://client.example',
+    'X-Custom: anything',
+    'X-Api-Key: client-secret',
+    'Range: bytes=0-99',
+    `If-Range: ${item.etag}`,
+    'If-None-Match: "not-the-current-etag"',
+    `If-Modified-Since: ${oldDate}`,
+    'Accept: application/octet-stream',
+    'X-Request-Id: client-req-42',
+  ])
+  assert.equal(res.status, 206)
+  assert.deepEqual(res.body, expectedBytes(0, 99))
+
+  const upstream = await answered(emulator, 0)
+  assert.equal(emulator.requests.length, 1)
+  assert.equal(upstream.url, `/v3/media/${MEDIA_ID}`, 'no query string, no client path')
+  assert.deepEqual(Object.keys(upstream.headers).sort(), UPSTREAM_REQUEST_HEADERS)
+  assert.equal(upstream.headers.host, new URL(emulator.url).host)
+  assert.notEqual(upstream.headers.authorization, clientToken)
+  assert.match(upstream.headers.authorization ?? '', /^Bearer [\w-]+\.[\w-]+\.[\w-]+$/)
+  assert.ok(upstream.jti, 'the emulator accepted the proxy-minted token')
+  assert.equal(upstream.headers.range, 'bytes=0-99')
+  assert.equal(upstream.headers['if-range'], item.etag)
+  assert.equal(upstream.headers['if-none-match'], '"not-the-current-etag"')
+  assert.equal(upstream.headers['if-modified-since'], oldDate)
+  assert.equal(upstream.headers.accept, 'application/octet-stream')
+  assert.equal(upstream.headers['x-request-id'], 'client-req-42')
+  assert.notEqual(upstream.headers.connection?.toLowerCase(), 'close, x-hop-header')
+  const sent = JSON.stringify(upstream.headers)
+  for (const secret of ['client-secret', 'client-cookie', '10.1.2.3', 'client-chosen', 'client-agent', 'anything']) {
+    assert.ok(!sent.includes(secret), `${secret} did not reach upstream`)
+  }
+})
+
+test('only the allowlisted response headers reach the client', async (t) => {
+  const emulator = await startEmulator(t)
+  const item = emulator.media.addSynthetic(MEDIA_ID, 4096, { contentType: 'image/png', fileName: 'pic.png' })
+  const noisy = await startNoisyUpstream(t, emulator)
+  const proxy = await startProxy(t, noisy)
+  const url = `${proxy.mediaUrl}/media/${MEDIA_ID}`
+
+  // The noisy upstream really sends what the proxy must drop.
+  const direct = await request(`${noisy}/v3/media/${MEDIA_ID}`, { headers: { authorization: 'Bearer x' } })
+  await direct.body.dump()
+  assert.equal(direct.statusCode, 401)
+  for (const name of ['server', 'set-cookie', 'www-authenticate', 'x-vonage-trace', 'x-upstream-hop']) {
+    assert.ok(direct.headers[name], `the upstream sends ${name}`)
+  }
+
+  const full = await rawRequest(proxy.mediaUrl, 'GET', `/media/${MEDIA_ID}`, ['Host: proxy', 'Connection: close'])
+  assert.equal(full.status, 200)
+  assert.equal(sha256(full.body), sha256(expectedBytes(0, 4095)))
+  const names = full.lines.map(([name]) => name)
+  for (const name of names) assert.ok(CLIENT_RESPONSE_HEADERS.has(name), `${name} must not reach the client`)
+  assert.equal(new Set(names).size, names.length, 'no header sent twice')
+  assert.equal(full.headers['content-type'], 'image/png')
+  assert.equal(full.headers['content-length'], '4096')
+  assert.equal(full.headers['content-disposition'], 'inline; filename="pic.png"')
+  assert.equal(full.headers['cache-control'], 'private, max-age=172800')
+  assert.equal(full.headers['accept-ranges'], 'bytes')
+  assert.equal(full.headers.etag, item.etag)
+  assert.equal(full.headers['last-modified'], item.lastModified.toUTCString())
+  assert.match(full.headers['x-request-id'] ?? '', UUID, 'the proxy id, not the upstream one')
+  assert.equal(full.headers.connection, 'close')
+  assert.equal(full.headers['keep-alive'], undefined)
+
+  const partial = await request(url, { headers: { range: 'bytes=10-19' } })
+  assert.deepEqual(Buffer.from(await partial.body.arrayBuffer()), expectedBytes(10, 19))
+  assert.equal(partial.statusCode, 206)
+  assert.equal(partial.headers['content-range'], 'bytes 10-19/4096')
+  assert.notEqual(partial.headers['keep-alive'], 'timeout=999')
+
+  emulator.faults.push({ status: 429, retryAfter: '7' })
+  const limited = await request(url)
+  const limitedBody = await limited.body.text()
+  assert.equal(limited.statusCode, 429)
+  assert.equal(limited.headers['retry-after'], '7')
+  assert.equal(limited.headers['content-type'], 'application/problem+json')
+  assert.match(limitedBody, /Injected fault/, "upstream's own 429 body")
+
+  for (const res of [partial, limited]) {
+    for (const name of Object.keys(res.headers)) {
+      assert.ok(CLIENT_RESPONSE_HEADERS.has(name), `${name} must not reach the client`)
+    }
+  }
+})
+
+test('an upstream 401 with WWW-Authenticate reaches the client as a 502 without it', async (t) => {
+  // An emulator that expects another application refuses every token the proxy mints.
+  const emulator = await startEmulator(t, { applicationId: '11111111-2222-4333-8444-555555555555' })
+  emulator.media.addSynthetic(MEDIA_ID, 1024)
+  const proxy = await startProxy(t, emulator.url)
+
+  const res = await request(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
+  const body = (await res.body.json()) as Record<string, unknown>
+  assert.equal(res.statusCode, 502)
+  assert.equal(res.headers['www-authenticate'], undefined)
+  assert.equal(res.headers['set-cookie'], undefined)
+  assert.equal(res.headers.server, undefined)
+  assert.equal(body.requestId, res.headers['x-request-id'])
+  await waitFor(() => emulator.requests.length === 2 && emulator.requests.every((r) => r.closed), 'two 401s')
+  assert.deepEqual(
+    emulator.requests.map((r) => r.status),
+    [401, 401],
+  )
+})
+
+test('a valid X-Request-Id is sent upstream and echoed; an invalid one is replaced by a generated one', async (t) => {
+  const emulator = await startEmulator(t)
+  emulator.media.addSynthetic(MEDIA_ID, 16)
+  const proxy = await startProxy(t, emulator.url)
+  const path = `/media/${MEDIA_ID}`
+
+  const valid = ['abc', 'req-123.abc:XYZ_9', 'a'.repeat(128), '4f6c1c1e-7d7e-4b0e-9c55-0a0b0c0d0e0f']
+  const invalid = [
+    'a'.repeat(129),
+    'has space',
+    'semi;colon',
+    'slash/x',
+    '<script>',
+    'quote"x',
+    'percent%20',
+    'caf\xe9',
+  ]
+  const cases: [string[], string | undefined][] = [
+    ...valid.map((id): [string[], string] => [[`X-Request-Id: ${id}`], id]),
+    ...invalid.map((id): [string[], undefined] => [[`X-Request-Id: ${id}`], undefined]),
+    [['X-Request-Id: one', 'X-Request-Id: two'], undefined],
+    [['X-Request-Id:'], undefined],
+    [[], undefined],
+  ]
+
+  for (const [index, [lines, kept]] of cases.entries()) {
+    const what = lines.join(' | ') || 'no X-Request-Id'
+    const res = await rawRequest(proxy.mediaUrl, 'GET', path, ['Host: proxy', 'Connection: close', ...lines])
+    assert.equal(res.status, 200, what)
+    const echoed = res.headers['x-request-id']
+    assert.equal(res.lines.filter(([name]) => name === 'x-request-id').length, 1, `${what}: one X-Request-Id`)
+    if (kept === undefined) assert.match(echoed ?? '', UUID, `${what}: replaced by a generated id`)
+    else assert.equal(echoed, kept, `${what}: kept`)
+    const upstream = await answered(emulator, index)
+    assert.equal(upstream.headers['x-request-id'], echoed, `${what}: the same id went upstream`)
+  }
+  const generated = emulator.requests.map((r) => r.headers['x-request-id']).filter((id) => UUID.test(String(id)))
+  assert.equal(new Set(generated).size, generated.length, 'every generated id is fresh')
+})
+
+test('every response carries X-Request-Id, and problem bodies name the same id', async (t) => {
+  const emulator = await startEmulator(t)
+  emulator.media.addSynthetic(MEDIA_ID, 16)
+  const proxy = await startProxy(t, emulator.url)
+  const keyed = await startProxy(t, emulator.url, { INBOUND_API_KEYS: 'the-right-key' })
+
+  const cases: [string, string, string, number][] = [
+    ['200', proxy.mediaUrl, `GET /media/${MEDIA_ID}`, 200],
+    ['206', proxy.mediaUrl, `GET /media/${MEDIA_ID}\r\nRange: bytes=0-1`, 206],
+    ['304', proxy.mediaUrl, `GET /media/${MEDIA_ID}\r\nIf-None-Match: *`, 304],
+    ['HEAD', proxy.mediaUrl, `HEAD /media/${MEDIA_ID}`, 200],
+    ['400 bad id', proxy.mediaUrl, 'GET /media/not-a-uuid', 400],
+    ['404 other path', proxy.mediaUrl, 'GET /elsewhere', 404],
+    ['405 other method', proxy.mediaUrl, `DELETE /media/${MEDIA_ID}`, 405],
+    ['401 no client key', keyed.mediaUrl, `GET /media/${MEDIA_ID}`, 401],
+    ['upstream 404', proxy.mediaUrl, `GET /v3/media/${UNKNOWN_ID}`, 404],
+  ]
+  for (const [what, base, requestLine, status] of cases) {
+    const [line = '', ...extra] = requestLine.split('\r\n')
+    const [method = 'GET', path = '/'] = line.split(' ')
+    const res = await rawRequest(base, method, path, ['Host: proxy', 'Connection: close', ...extra])
+    assert.equal(res.status, status, what)
+    const id = res.headers['x-request-id']
+    assert.match(id ?? '', UUID, `${what}: X-Request-Id`)
+    if (status >= 400 && what !== 'upstream 404') {
+      assert.match(res.headers['content-type'] ?? '', /^application\/problem\+json(;|$)/, what)
+      const problem = JSON.parse(res.body.toString('utf8')) as Record<string, unknown>
+      assert.equal(problem.requestId, id, `${what}: requestId`)
+    }
+  }
+  const upstream404 = await answered(emulator, emulator.requests.length - 1)
+  assert.equal(upstream404.url, `/v3/media/${UNKNOWN_ID}`)
+  assert.equal(upstream404.status, 404, "the upstream 404 was the emulator's")
+})

@@ -1,0 +1,193 @@
+// Upstream TLS is verified: a self-signed upstream gets 502, unless its CA is given in NODE_EXTRA_CA_CERTS.
+import assert from 'node:assert/strict'
+import { type ChildProcessByStdio, execFileSync, spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { request as httpRequest } from 'node:http'
+import { createServer } from 'node:https'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import type { Readable } from 'node:stream'
+import { type TestContext, test } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import { request } from 'undici'
+import type { VonageEmulator } from '../src/emulator/emulator.js'
+import { MEDIA_ID, proxyEnv, startEmulator, startProxy, waitFor } from './helpers.js'
+
+const REPO = fileURLToPath(new URL('..', import.meta.url))
+const SIZE = 4096
+
+interface HttpsUpstream {
+  url: string
+  /** Handshakes that completed, and the errors of those the client broke off. */
+  handshakes: number
+  handshakeErrors: string[]
+}
+
+interface Certificate {
+  /** PEM paths: the self-signed certificate is its own CA. */
+  certPath: string
+  keyPath: string
+}
+
+/** A throwaway self-signed certificate for 127.0.0.1, made with the openssl CLI. */
+function makeCertificate(t: TestContext): Certificate {
+  const dir = mkdtempSync(join(tmpdir(), 'vmp-tls-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const certPath = join(dir, 'upstream.pem')
+  const keyPath = join(dir, 'upstream-key.pem')
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+      '-keyout',
+      keyPath,
+      '-out',
+      certPath,
+    ],
+    { stdio: 'ignore', timeout: 30_000 },
+  )
+  return { certPath, keyPath }
+}
+
+/**
+ * An HTTPS server with that certificate, passing every request on to the emulator, which
+ * still checks the token and records what arrived. Resolves to the upstream base URL.
+ */
+async function startHttpsUpstream(
+  t: TestContext,
+  emulator: VonageEmulator,
+  certificate: Certificate,
+): Promise<HttpsUpstream> {
+  const target = new URL(emulator.url)
+  const server = createServer(
+    { cert: readFileSync(certificate.certPath), key: readFileSync(certificate.keyPath) },
+    (req, res) => {
+      const forwarded = httpRequest(
+        { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+        (upstream) => {
+          res.writeHead(upstream.statusCode ?? 502, upstream.headers)
+          upstream.pipe(res)
+        },
+      )
+      forwarded.once('error', () => res.destroy())
+      req.pipe(forwarded)
+    },
+  )
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.after(async () => {
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+    server.closeAllConnections()
+    await closed
+  })
+  const upstream: HttpsUpstream = {
+    url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    handshakes: 0,
+    handshakeErrors: [],
+  }
+  server.on('secureConnection', () => upstream.handshakes++)
+  server.on('tlsClientError', (error) => upstream.handshakeErrors.push(error.message))
+  return upstream
+}
+
+/**
+ * src/main.ts as a real process: Node reads NODE_EXTRA_CA_CERTS only at start-up, so a CA
+ * cannot be added to a proxy running in this process. Resolves with the media URL from its
+ * listening log line; the process is killed after the test.
+ */
+async function spawnProxy(t: TestContext, env: Record<string, string>): Promise<string> {
+  const child: ChildProcessByStdio<null, Readable, Readable> = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'src/main.ts'],
+    { cwd: REPO, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
+  )
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  t.after(async () => {
+    child.kill('SIGKILL')
+    await exited
+  })
+  let stderr = ''
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk
+  })
+  // Keep reading every log line, or a full pipe would stall the proxy.
+  const lines = createInterface({ input: child.stdout })
+  return new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`proxy did not start in 20 s; stderr: ${stderr}`)), 20_000)
+    lines.on('line', (line) => {
+      const entry = JSON.parse(line) as { msg?: string; mediaUrl?: string }
+      if (entry.msg === 'vonage-media-proxy listening' && entry.mediaUrl) {
+        clearTimeout(timer)
+        resolve(entry.mediaUrl)
+      }
+    })
+    void exited.then(() => {
+      clearTimeout(timer)
+      reject(new Error(`proxy exited before listening; stderr: ${stderr}`))
+    })
+  })
+}
+
+async function assertRefused(mediaUrl: string, upstream: HttpsUpstream, emulator: VonageEmulator): Promise<void> {
+  const res = await request(`${mediaUrl}/media/${MEDIA_ID}`)
+  const text = await res.body.text()
+  assert.equal(res.statusCode, 502)
+  assert.match(String(res.headers['content-type']), /^application\/problem\+json(;|$)/)
+  const problem = JSON.parse(text) as Record<string, unknown>
+  assert.equal(problem.status, 502)
+  assert.equal(problem.requestId, res.headers['x-request-id'])
+  const { hostname, port } = new URL(upstream.url)
+  for (const leak of [hostname, port, 'localhost', 'SELF_SIGNED', 'self-signed', 'self signed', 'UNABLE_TO', 'ERR_']) {
+    assert.ok(!text.includes(leak), `the problem body does not name ${leak}: ${text}`)
+  }
+  assert.deepEqual(emulator.requests, [], 'no request got past the TLS handshake')
+  await waitFor(() => upstream.handshakeErrors.length > 0, 'the upstream saw the handshake broken off')
+  assert.equal(upstream.handshakes, 0, 'no TLS handshake completed')
+}
+
+test('an HTTPS upstream with a self-signed certificate is refused with 502', async (t) => {
+  const emulator = await startEmulator(t)
+  emulator.media.addSynthetic(MEDIA_ID, SIZE)
+  const upstream = await startHttpsUpstream(t, emulator, makeCertificate(t))
+  const proxy = await startProxy(t, upstream.url)
+
+  await assertRefused(proxy.mediaUrl, upstream, emulator)
+})
+
+test('a proxy process without the CA refuses the self-signed upstream', async (t) => {
+  const emulator = await startEmulator(t)
+  emulator.media.addSynthetic(MEDIA_ID, SIZE)
+  const upstream = await startHttpsUpstream(t, emulator, makeCertificate(t))
+  const mediaUrl = await spawnProxy(t, proxyEnv(upstream.url))
+
+  await assertRefused(mediaUrl, upstream, emulator)
+})
+
+test('the self-signed upstream is accepted when its CA is supplied with NODE_EXTRA_CA_CERTS', async (t) => {
+  const emulator = await startEmulator(t)
+  emulator.media.addSynthetic(MEDIA_ID, SIZE)
+  const certificate = makeCertificate(t)
+  const upstream = await startHttpsUpstream(t, emulator, certificate)
+  const mediaUrl = await spawnProxy(t, { ...proxyEnv(upstream.url), NODE_EXTRA_CA_CERTS: certificate.certPath })
+
+  const res = await request(`${mediaUrl}/media/${MEDIA_ID}`)
+  const body = Buffer.from(await res.body.arrayBuffer())
+  assert.equal(res.statusCode, 200)
+  assert.equal(body.length, SIZE)
+  for (let i = 0; i < SIZE; i++) assert.equal(body[i], i % 251, `byte ${i}`)
+  assert.equal(emulator.requests.length, 1)
+  assert.equal(emulator.requests[0]?.url, `/v3/media/${MEDIA_ID}`)
+  assert.ok(emulator.requests[0]?.jti, 'the emulator accepted the token sent over TLS')
+  assert.ok(upstream.handshakes >= 1, 'the request came over a verified TLS connection')
+})
