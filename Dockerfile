@@ -1,0 +1,41 @@
+# syntax=docker/dockerfile:1
+# The proxy's container image: compiled in a build stage with dev dependencies, run on
+# distroless Node 20 with production dependencies only, as a numeric non-root user.
+#
+#   docker build -t vonage-media-proxy:0.1.0 .
+#   docker run --read-only -e VONAGE_APPLICATION_ID=... -e VONAGE_PRIVATE_KEY_PATH=/run/secrets/key \
+#     -v "$PWD/private.key:/run/secrets/key:ro" -p 8080:8080 -p 8081:8081 vonage-media-proxy:0.1.0
+
+FROM node:20.20-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build
+
+# A separate install, so no dev dependency (typescript, tsx, biome) reaches the runtime image.
+FROM node:20.20-bookworm-slim AS prod-deps
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
+
+# Distroless has no shell, package manager or curl. Its entrypoint is node itself.
+FROM gcr.io/distroless/nodejs20-debian12:nonroot
+WORKDIR /app
+ENV NODE_ENV=production \
+    HOST=0.0.0.0
+# Everything is owned by root and only readable by the runtime user: the process writes
+# nothing at run time (logs go to stdout), so a read-only root filesystem works.
+COPY --from=prod-deps /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+COPY package.json ./
+COPY config ./config
+# 65532 is distroless's "nonroot"; numeric so Kubernetes' runAsNonRoot can verify it.
+USER 65532:65532
+# 8080 media, 8081 admin (metrics, /healthz, /readyz, /quitquitquit).
+EXPOSE 8080 8081
+# No HEALTHCHECK: the image has no shell or curl, and Kubernetes ignores HEALTHCHECK anyway
+# (its probes call /healthz and /readyz on 8081). docker-compose.yml defines a health check
+# that runs node itself.
+CMD ["/app/dist/main.js"]

@@ -1,0 +1,488 @@
+// The shipped container and deployment files, checked without Docker or a cluster: the
+// Dockerfile, .dockerignore, docker-compose.yml and deploy/kubernetes/ are parsed and held to
+// the contract (ports, probes, non-root numeric user, pinned images, keys mounted not baked).
+import assert from 'node:assert/strict'
+import { createPrivateKey } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { posix } from 'node:path'
+import { test } from 'node:test'
+import { parse, parseAllDocuments } from 'yaml'
+
+const ROOT = new URL('../', import.meta.url)
+const read = (path: string) => readFileSync(new URL(path, ROOT), 'utf8')
+
+const MEDIA_PORT = 8080
+const ADMIN_PORT = 8081
+const KEY_SECRET_PATH = '/run/secrets/vonage_private_key'
+const DEFAULT_SHUTDOWN_GRACE_MS = Number(
+  (parse(read('config/default.yaml')) as Record<string, unknown>).SHUTDOWN_GRACE_MS,
+)
+
+type Json = Record<string, unknown>
+
+/** An image reference is pinned when it has a digest, or a tag other than latest. */
+function assertPinned(image: unknown, where: string): void {
+  assert.equal(typeof image, 'string', `${where}: image must be a string`)
+  const ref = image as string
+  if (ref.includes('@sha256:')) return
+  const tag = /:([^/:]+)$/.exec(ref)?.[1]
+  assert.ok(tag, `${where}: image ${ref} has no tag`)
+  assert.notEqual(tag, 'latest', `${where}: image ${ref} uses latest`)
+}
+
+function assertNumericNonRootUser(user: unknown, where: string): void {
+  const match = /^(\d+)(?::(\d+))?$/.exec(String(user))
+  assert.ok(match, `${where}: user ${String(user)} must be numeric (uid or uid:gid)`)
+  assert.notEqual(Number(match[1]), 0, `${where}: user must not be root`)
+}
+
+/** No file may carry a usable private key; placeholders are fine. */
+function assertNoPrivateKey(text: string, where: string): void {
+  for (const [block] of text.matchAll(/-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----/g)) {
+    const pem = block
+      .split('\n')
+      .map((line) => line.trim())
+      .join('\n')
+    assert.throws(() => createPrivateKey(pem), Error, `${where} embeds a real private key`)
+  }
+}
+
+// ---- Dockerfile ----
+
+interface Instruction {
+  keyword: string
+  args: string
+}
+
+interface Stage {
+  image: string
+  name: string | undefined
+  instructions: Instruction[]
+}
+
+/** A small Dockerfile reader: comments dropped, backslash continuations joined. */
+function parseDockerfile(text: string): Stage[] {
+  const logical: string[] = []
+  let pending = ''
+  for (const raw of text.split('\n')) {
+    const line = raw.trim()
+    if (pending === '' && (line === '' || line.startsWith('#'))) continue
+    if (line.endsWith('\\')) {
+      pending += `${line.slice(0, -1)} `
+      continue
+    }
+    logical.push(pending + line)
+    pending = ''
+  }
+  const stages: Stage[] = []
+  for (const line of logical) {
+    const [, keyword = '', args = ''] = /^(\S+)\s*(.*)$/.exec(line) ?? []
+    const instruction = { keyword: keyword.toUpperCase(), args: args.trim() }
+    if (instruction.keyword === 'FROM') {
+      const [image = '', as, name] = instruction.args.replace(/--platform=\S+\s+/, '').split(/\s+/)
+      stages.push({ image, name: as?.toUpperCase() === 'AS' ? name : undefined, instructions: [] })
+    } else {
+      const stage = stages.at(-1)
+      assert.ok(stage, `${instruction.keyword} before the first FROM`)
+      stage.instructions.push(instruction)
+    }
+  }
+  return stages
+}
+
+function envOfStage(stage: Stage): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const { keyword, args } of stage.instructions) {
+    if (keyword !== 'ENV') continue
+    for (const [, key = '', value = ''] of args.matchAll(/([A-Za-z_][A-Za-z0-9_]*)=("[^"]*"|\S+)/g)) {
+      env[key] = value.replace(/^"|"$/g, '')
+    }
+  }
+  return env
+}
+
+/** COPY/ADD sources, without flags and the destination. */
+function copySources(args: string): string[] {
+  const tokens = args.startsWith('[') ? (JSON.parse(args) as string[]) : args.split(/\s+/)
+  return tokens.filter((token) => !token.startsWith('--')).slice(0, -1)
+}
+
+test('Dockerfile: pinned multi-stage build, production dependencies only, non-root runtime', () => {
+  const stages = parseDockerfile(read('Dockerfile'))
+  assert.ok(stages.length >= 2, 'the build must be multi-stage')
+  const stageNames = new Set(stages.map((stage) => stage.name).filter((name) => name !== undefined))
+  for (const stage of stages) {
+    if (stageNames.has(stage.image)) continue
+    assertPinned(stage.image, `FROM ${stage.image}`)
+    assert.match(stage.image, /node(js)?:?20|nodejs20/, `FROM ${stage.image} must be a Node 20 image`)
+  }
+
+  const runtime = stages.at(-1) as Stage
+  const instructions = (keyword: string) => runtime.instructions.filter((i) => i.keyword === keyword)
+
+  const users = instructions('USER')
+  assert.ok(users.length > 0, 'the final stage must set USER')
+  assertNumericNonRootUser(users.at(-1)?.args, 'final stage USER')
+
+  const exposed = instructions('EXPOSE').flatMap((i) => i.args.split(/\s+/).map((port) => port.replace(/\/tcp$/, '')))
+  assert.ok(exposed.includes(String(MEDIA_PORT)) && exposed.includes(String(ADMIN_PORT)), `EXPOSE ${exposed}`)
+
+  const env = envOfStage(runtime)
+  assert.equal(env.HOST, '0.0.0.0', 'the container must listen on all interfaces')
+  for (const stage of stages) {
+    for (const name of Object.keys(envOfStage(stage))) {
+      assert.doesNotMatch(name, /^VONAGE_|KEY|SECRET|TOKEN|PASSWORD/, `ENV ${name} would bake a setting or secret`)
+    }
+    for (const arg of stage.instructions.filter((i) => i.keyword === 'ARG')) {
+      assert.doesNotMatch(arg.args, /KEY|SECRET|TOKEN|PASSWORD/i, `ARG ${arg.args} would leave a secret in the history`)
+    }
+  }
+
+  const cmd = instructions('CMD').at(-1)
+  assert.ok(cmd, 'the final stage must have a CMD')
+  const argv = JSON.parse(cmd.args) as string[]
+  assert.ok(Array.isArray(argv), 'CMD must be exec form, so node is PID 1 and receives SIGTERM')
+  const script = runtime.image.includes('distroless/nodejs') ? argv[0] : argv[1]
+  if (!runtime.image.includes('distroless/nodejs')) assert.match(argv[0] ?? '', /(^|\/)node$/)
+  assert.match(script ?? '', /(^|\/)dist\/main\.js$/, `CMD ${cmd.args} must run dist/main.js`)
+
+  // A read-only root filesystem: nothing in the runtime stage prepares writable state.
+  assert.equal(instructions('RUN').length, 0, 'the runtime stage runs nothing at build time')
+  assert.equal(instructions('VOLUME').length, 0, 'the runtime stage needs no writable volume')
+
+  for (const stage of stages) {
+    for (const copy of stage.instructions.filter((i) => i.keyword === 'COPY' || i.keyword === 'ADD')) {
+      for (const source of copySources(copy.args)) {
+        assert.doesNotMatch(source, /\.pem$|\.key$|\.env|secrets?|^\.$/, `${copy.keyword} ${copy.args} copies too much`)
+      }
+    }
+  }
+
+  const modulesCopy = instructions('COPY').find((i) => /node_modules/.test(i.args))
+  const from = /--from=(\S+)/.exec(modulesCopy?.args ?? '')?.[1]
+  assert.ok(from, 'the runtime stage copies node_modules from another stage')
+  const depsStage = stages.find((stage) => stage.name === from)
+  assert.ok(
+    depsStage?.instructions.some((i) => i.keyword === 'RUN' && /npm ci\b.*--omit=dev/.test(i.args)),
+    `stage ${from} must install with npm ci --omit=dev`,
+  )
+  const copiedFromBuild = instructions('COPY').map((i) => copySources(i.args).join(' '))
+  assert.ok(
+    copiedFromBuild.some((sources) => /dist$/.test(sources)),
+    'the runtime stage copies dist/',
+  )
+  assert.ok(
+    copiedFromBuild.some((sources) => /(^|\s)config$/.test(sources)),
+    'the runtime stage copies config/',
+  )
+  assert.ok(
+    copiedFromBuild.some((sources) => /package\.json/.test(sources)),
+    'the runtime stage copies package.json',
+  )
+})
+
+test('.dockerignore keeps keys, environment files and local build output out of the context', () => {
+  const patterns = read('.dockerignore')
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '' && !line.startsWith('#'))
+  for (const required of ['node_modules', 'dist', '.git', '*.pem', '*.key', '.env', 'secrets']) {
+    assert.ok(patterns.includes(required), `.dockerignore must list ${required}`)
+  }
+  assert.ok(patterns.includes('bench') || patterns.includes('bench/results'), '.dockerignore must list bench results')
+  assert.ok(!patterns.some((p) => p.startsWith('!')), 'no exception may re-include an ignored file')
+})
+
+// ---- docker-compose.yml ----
+
+type Service = Json & { environment?: Record<string, string | null> | string[]; profiles?: string[] }
+
+function environment(service: Service): Record<string, string | null> {
+  const env = service.environment
+  if (env === undefined) return {}
+  if (!Array.isArray(env)) return env
+  return Object.fromEntries(
+    env.map((entry) => {
+      const at = entry.indexOf('=')
+      return at < 0 ? [entry, null] : [entry.slice(0, at), entry.slice(at + 1)]
+    }),
+  )
+}
+
+/** Compose durations such as 30s, 1m30s, 500ms. */
+function durationMs(value: unknown): number {
+  let total = 0
+  for (const [, amount, unit] of String(value).matchAll(/(\d+)(ms|h|m|s)/g)) {
+    total += Number(amount) * { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[unit as 'ms' | 's' | 'm' | 'h']
+  }
+  return total
+}
+
+function shutdownGraceMs(env: Record<string, string | null | undefined>): number {
+  return Number(env.SHUTDOWN_GRACE_MS ?? DEFAULT_SHUTDOWN_GRACE_MS)
+}
+
+const compose = parse(read('docker-compose.yml'), { merge: true }) as {
+  services: Record<string, Service>
+  secrets?: Json
+}
+
+/** Services that `docker compose --profile <profile> up` starts. */
+function servicesOf(profile: string): [string, Service][] {
+  return Object.entries(compose.services).filter(([, s]) => s.profiles === undefined || s.profiles.includes(profile))
+}
+
+/** A proxy runs the image's default command with the proxy's settings. */
+function proxiesOf(profile: string): [string, Service][] {
+  return servicesOf(profile).filter(([, s]) => 'VONAGE_APPLICATION_ID' in environment(s) && s.command === undefined)
+}
+
+function assertHardenedProxy(name: string, service: Service): void {
+  const env = environment(service)
+  assert.equal(service.read_only, true, `${name} must have a read-only root filesystem`)
+  assertNumericNonRootUser(service.user, name)
+  assert.equal(env.HOST, '0.0.0.0', `${name} must listen beyond loopback so Prometheus can scrape it`)
+  assert.ok([undefined, String(MEDIA_PORT)].includes(env.PORT ?? undefined), `${name}: clients call localhost:8080`)
+  assert.ok([undefined, String(ADMIN_PORT)].includes(env.ADMIN_PORT ?? undefined), `${name}: admin port is 8081`)
+  assert.equal(env.VONAGE_PRIVATE_KEY, undefined, `${name} must read the key from a mounted file, not the environment`)
+  assert.ok(
+    durationMs(service.stop_grace_period) > shutdownGraceMs(env),
+    `${name}: stop_grace_period must exceed SHUTDOWN_GRACE_MS, or Docker kills in-flight downloads`,
+  )
+  const health = JSON.stringify((service.healthcheck as Json | undefined)?.test ?? '')
+  assert.match(health, new RegExp(`:${ADMIN_PORT}/readyz`), `${name}: the health check asks /readyz on the admin port`)
+}
+
+function assertSidecarClient(profile: string, proxyName: string): void {
+  const clients = servicesOf(profile).filter(([, s]) => s.network_mode === `service:${proxyName}`)
+  assert.equal(clients.length, 1, `${profile}: one client shares ${proxyName}'s network namespace`)
+  const [clientName, client] = clients[0] as [string, Service]
+  assert.ok(client.depends_on !== undefined && proxyName in (client.depends_on as Json), `${clientName} waits for it`)
+  assert.equal(client.ports, undefined, `${clientName}: ports belong to the namespace owner, ${proxyName}`)
+}
+
+test('docker-compose.yml: the proxy as a hardened sidecar with the key as a compose secret', () => {
+  for (const [name, service] of Object.entries(compose.services)) assertPinned(service.image, `service ${name}`)
+  assert.doesNotMatch(
+    JSON.stringify(compose),
+    /\$\{[^}]*\?/,
+    'Compose interpolates the whole file before picking services: a required (:?) variable also stops the demo',
+  )
+
+  const proxies = proxiesOf('vonage')
+  assert.equal(proxies.length, 1, 'the vonage profile runs one proxy')
+  const [name, proxy] = proxies[0] as [string, Service]
+  assertHardenedProxy(name, proxy)
+  const env = environment(proxy)
+  assert.ok(
+    env.VONAGE_APPLICATION_ID === null || /^\$\{VONAGE_APPLICATION_ID\b/.test(env.VONAGE_APPLICATION_ID ?? ''),
+    'the application id comes from the environment',
+  )
+  assert.equal(env.VONAGE_PRIVATE_KEY_PATH, KEY_SECRET_PATH)
+  const secrets = (proxy.secrets as (string | Json)[] | undefined) ?? []
+  assert.ok(
+    secrets.some((s) => (typeof s === 'string' ? s : s.source) === 'vonage_private_key'),
+    `${name} mounts the vonage_private_key secret`,
+  )
+  const secret = compose.secrets?.vonage_private_key as Json | undefined
+  assert.equal(secret?.file, './secrets/vonage_private_key.pem', 'the key is a file on the host, not in the image')
+  assertSidecarClient('vonage', name)
+})
+
+test('docker-compose.yml: Prometheus scrapes the admin port with the shipped rules, in both modes', () => {
+  const config = parse(read('deploy/prometheus/prometheus.yml')) as {
+    rule_files?: string[]
+    scrape_configs: { static_configs?: { targets: string[] }[] }[]
+  }
+  const targets = config.scrape_configs.flatMap((job) => (job.static_configs ?? []).flatMap((s) => s.targets))
+  assert.ok(targets.length > 0, 'prometheus.yml has a static target')
+  for (const profile of ['vonage', 'demo']) {
+    const prometheus = servicesOf(profile).find(([, s]) => String(s.image).startsWith('prom/prometheus:'))
+    assert.ok(prometheus, `${profile}: Prometheus runs`)
+    const mounts = new Map(
+      ((prometheus[1].volumes as string[] | undefined) ?? []).map((v) => [v.split(':')[0], v.split(':')[1]]),
+    )
+    const configTarget = mounts.get('./deploy/prometheus/prometheus.yml')
+    assert.ok(configTarget, `${profile}: Prometheus mounts deploy/prometheus/prometheus.yml`)
+    const rulesTarget = mounts.get('./deploy/prometheus/alerts.yml')
+    assert.ok(rulesTarget, `${profile}: Prometheus mounts deploy/prometheus/alerts.yml`)
+    const ruleFiles = (config.rule_files ?? []).map((file) => posix.resolve(posix.dirname(configTarget), file))
+    assert.ok(ruleFiles.includes(rulesTarget), `${profile}: prometheus.yml loads the mounted alerts.yml`)
+
+    const [[name, proxy]] = proxiesOf(profile) as [[string, Service]]
+    const aliases = ((proxy.networks as Json | undefined)?.default as { aliases?: string[] } | undefined)?.aliases
+    const hostNames = [name, ...(aliases ?? [])]
+    for (const target of targets) {
+      const [host, port] = target.split(':')
+      assert.ok(hostNames.includes(host ?? ''), `${profile}: scrape target ${target} reaches ${name}`)
+      assert.equal(Number(port), ADMIN_PORT, `${profile}: scrape target ${target} is the admin port`)
+    }
+  }
+})
+
+test('docker-compose.yml: the demo profile swaps Vonage for the emulator and needs no account', () => {
+  const demo = servicesOf('demo')
+  const proxies = proxiesOf('demo')
+  assert.equal(proxies.length, 1, 'the demo profile runs one proxy, not the one that needs a real key')
+  const [proxyName, proxy] = proxies[0] as [string, Service]
+  assertHardenedProxy(proxyName, proxy)
+
+  const emulators = demo.filter(([, s]) => JSON.stringify(s.command ?? '').includes('dist/emulator/main.js'))
+  assert.equal(emulators.length, 1, 'the demo profile runs the emulator from the same image')
+  const [emulatorName, emulator] = emulators[0] as [string, Service]
+  assert.equal(emulator.image, proxy.image, 'the emulator is built from the proxy image')
+  assert.equal(emulator.read_only, true)
+  assertNumericNonRootUser(emulator.user, emulatorName)
+  const emulatorEnv = environment(emulator)
+  const proxyEnv = environment(proxy)
+  assert.equal(emulatorEnv.EMULATOR_HOST, '0.0.0.0')
+  assert.equal(proxyEnv.UPSTREAM_BASE_URL, `http://${emulatorName}:${emulatorEnv.EMULATOR_PORT}`)
+  assert.equal(proxyEnv.VONAGE_APPLICATION_ID, emulatorEnv.EMULATOR_APPLICATION_ID)
+  assert.match(proxyEnv.VONAGE_APPLICATION_ID ?? '', /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i)
+
+  // The throwaway key: written by a one-shot service into a volume both read.
+  const keyDir = posix.dirname(proxyEnv.VONAGE_PRIVATE_KEY_PATH ?? '')
+  assert.equal(posix.dirname(emulatorEnv.EMULATOR_PUBLIC_KEY_PATH ?? ''), keyDir)
+  const volumeAt = (service: Service, dir: string) =>
+    ((service.volumes as string[] | undefined) ?? []).find((v) => v.split(':')[1] === dir)?.split(':')[0]
+  const keyVolume = volumeAt(proxy, keyDir)
+  assert.ok(keyVolume, `${proxyName} mounts the demo key directory`)
+  assert.equal(volumeAt(emulator, keyDir), keyVolume)
+  const makers = Object.entries(proxy.depends_on as Record<string, Json>).filter(
+    ([, d]) => d.condition === 'service_completed_successfully',
+  )
+  assert.ok(
+    makers.some(([maker]) => volumeAt(compose.services[maker] as Service, keyDir) === keyVolume),
+    `${proxyName} waits for the service that writes the demo key`,
+  )
+
+  for (const [name, service] of demo) {
+    assert.equal(service.secrets, undefined, `${name}: the demo uses no real secret`)
+    for (const [key, value] of Object.entries(environment(service))) {
+      assert.ok(value !== null && !value.includes('${'), `${name}: ${key} must not need a value from the shell`)
+    }
+  }
+  assertSidecarClient('demo', proxyName)
+})
+
+// ---- Kubernetes ----
+
+type Container = Json & {
+  name: string
+  env?: { name: string; value?: string; valueFrom?: Json }[]
+  ports?: { name?: string; containerPort: number }[]
+  volumeMounts?: { name: string; mountPath: string; readOnly?: boolean; subPath?: string }[]
+  securityContext?: Json
+}
+
+function loadDocuments(path: string): Json[] {
+  return parseAllDocuments(read(path)).map((doc) => {
+    assert.deepEqual(doc.errors, [], `${path} is valid YAML`)
+    return doc.toJS() as Json
+  })
+}
+
+const k8s = loadDocuments('deploy/kubernetes/deployment.yaml')
+const deployment = k8s.find((doc) => doc.kind === 'Deployment') as Json
+const template = (deployment?.spec as Json | undefined)?.template as Json
+const podSpec = template?.spec as Json & {
+  initContainers?: Container[]
+  containers: Container[]
+  volumes?: (Json & { name: string })[]
+  securityContext?: Json
+}
+const sidecar = podSpec?.initContainers?.find((c) => c.name === 'media-proxy') as Container
+const sidecarEnv = Object.fromEntries((sidecar?.env ?? []).map((e) => [e.name, e]))
+
+function probePort(probe: unknown): number | undefined {
+  const port = ((probe as Json | undefined)?.httpGet as Json | undefined)?.port
+  if (typeof port === 'number') return port
+  return sidecar.ports?.find((p) => p.name === port)?.containerPort
+}
+
+test('Kubernetes: the proxy is a native sidecar probed on the admin port', () => {
+  assert.ok(deployment, 'deployment.yaml holds a Deployment')
+  assert.ok(sidecar, 'the proxy is an init container named media-proxy')
+  assert.equal(sidecar.restartPolicy, 'Always', 'a native sidecar: an init container with restartPolicy Always')
+  assert.ok(podSpec.containers.length > 0, 'with an app container next to it')
+  for (const c of [...(podSpec.initContainers ?? []), ...podSpec.containers]) assertPinned(c.image, c.name)
+
+  for (const setting of ['PORT', 'ADMIN_PORT']) {
+    assert.equal(sidecarEnv[setting], undefined, `${setting} stays at the contract's default`)
+  }
+  const expected = { startupProbe: '/readyz', readinessProbe: '/readyz', livenessProbe: '/healthz' }
+  for (const [probe, path] of Object.entries(expected)) {
+    const spec = sidecar[probe] as Json | undefined
+    assert.ok(spec, `${probe} is set`)
+    assert.equal((spec.httpGet as Json).path, path, `${probe} path`)
+    assert.equal(probePort(spec), ADMIN_PORT, `${probe} port`)
+  }
+  assert.deepEqual(
+    sidecar.ports?.map((p) => p.containerPort).sort(),
+    [MEDIA_PORT, ADMIN_PORT],
+    'both ports are declared',
+  )
+  const resources = sidecar.resources as { requests?: Json; limits?: Json } | undefined
+  for (const kind of ['requests', 'limits'] as const) {
+    assert.ok(resources?.[kind]?.cpu && resources[kind].memory, `resources.${kind} has cpu and memory`)
+  }
+
+  const annotations = (template.metadata as Json).annotations as Record<string, string>
+  assert.equal(annotations['prometheus.io/scrape'], 'true')
+  assert.equal(annotations['prometheus.io/port'], String(ADMIN_PORT))
+  assert.equal(annotations['prometheus.io/path'], '/metrics')
+
+  const graceSeconds = podSpec.terminationGracePeriodSeconds as number
+  const shutdownMs = shutdownGraceMs({ SHUTDOWN_GRACE_MS: sidecarEnv.SHUTDOWN_GRACE_MS?.value })
+  assert.ok(graceSeconds * 1000 > shutdownMs, `terminationGracePeriodSeconds ${graceSeconds} > SHUTDOWN_GRACE_MS`)
+})
+
+test('Kubernetes: every container runs non-root, read-only, unprivileged', () => {
+  const pod = podSpec.securityContext ?? {}
+  for (const c of [...(podSpec.initContainers ?? []), ...podSpec.containers]) {
+    const own = c.securityContext ?? {}
+    const effective = { ...pod, ...own }
+    assert.equal(effective.runAsNonRoot, true, `${c.name}: runAsNonRoot`)
+    assertNumericNonRootUser(effective.runAsUser, c.name)
+    assert.equal((effective.seccompProfile as Json | undefined)?.type, 'RuntimeDefault', `${c.name}: seccomp`)
+    assert.equal(own.readOnlyRootFilesystem, true, `${c.name}: readOnlyRootFilesystem`)
+    assert.equal(own.allowPrivilegeEscalation, false, `${c.name}: allowPrivilegeEscalation`)
+    assert.deepEqual((own.capabilities as Json | undefined)?.drop, ['ALL'], `${c.name}: capabilities drop ALL`)
+  }
+})
+
+test('Kubernetes: the key comes from a Secret volume the proxy sees rotate, the id from a ConfigMap', () => {
+  assert.equal(sidecarEnv.VONAGE_PRIVATE_KEY, undefined, 'the PEM is never an environment variable')
+  const keyPath = sidecarEnv.VONAGE_PRIVATE_KEY_PATH?.value ?? ''
+  const mount = sidecar.volumeMounts?.find((m) => keyPath.startsWith(`${m.mountPath.replace(/\/$/, '')}/`))
+  assert.ok(mount, `VONAGE_PRIVATE_KEY_PATH ${keyPath} lies inside a volume mount`)
+  assert.equal(mount.readOnly, true, 'the key is mounted read-only')
+  assert.equal(mount.subPath, undefined, 'no subPath: the kubelet never updates those, so rotation would not be seen')
+  const volume = podSpec.volumes?.find((v) => v.name === mount.name)
+  const secretVolume = volume?.secret as { secretName: string; defaultMode?: number } | undefined
+  assert.ok(secretVolume?.secretName, 'the key volume is a Secret')
+  const mode = secretVolume.defaultMode ?? 0o644
+  assert.equal(mode & 0o007, 0, 'the key file is not world-readable')
+  assert.ok(mode & 0o040 && podSpec.securityContext?.fsGroup !== undefined, 'group-readable through fsGroup')
+
+  const secret = loadDocuments('deploy/kubernetes/secret.example.yaml').find((doc) => doc.kind === 'Secret')
+  assert.equal((secret?.metadata as Json | undefined)?.name, secretVolume.secretName, 'the example Secret matches')
+  const keys = Object.keys({ ...(secret?.stringData as Json), ...(secret?.data as Json) })
+  assert.ok(keys.includes(posix.relative(mount.mountPath, keyPath)), `the Secret has the key ${keyPath} names`)
+
+  const ref = (sidecarEnv.VONAGE_APPLICATION_ID?.valueFrom as Json | undefined)?.configMapKeyRef as Json | undefined
+  assert.ok(ref, 'VONAGE_APPLICATION_ID comes from a ConfigMap')
+  const configMap = k8s.find((doc) => doc.kind === 'ConfigMap' && (doc.metadata as Json).name === ref.name)
+  assert.match(String((configMap?.data as Json | undefined)?.[String(ref.key)]), /^[0-9a-f-]{36}$/i)
+})
+
+test('no shipped deployment file embeds a usable private key', () => {
+  for (const path of [
+    'Dockerfile',
+    'docker-compose.yml',
+    'deploy/kubernetes/deployment.yaml',
+    'deploy/kubernetes/secret.example.yaml',
+  ]) {
+    assertNoPrivateKey(read(path), path)
+  }
+})
