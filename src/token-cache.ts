@@ -96,7 +96,13 @@ export class TokenCache {
       allowStale: true,
       allowStaleOnFetchRejection: true,
       noDeleteOnFetchRejection: true,
-      fetchMethod: () => this.#mint(),
+      fetchMethod: async (_key, _stale, { options }) => {
+        const token = await this.#mint()
+        // Staleness counts from the token's iat, not from when a (slow) signing finished;
+        // 1 ms at least, since a TTL of 0 means "never stale" to lru-cache.
+        options.ttl = Math.max(1, token.iat * 1000 + this.#refreshAfterMs - this.#clock.now())
+        return token
+      },
     })
   }
 
@@ -104,8 +110,8 @@ export class TokenCache {
   async get(): Promise<Token> {
     let token = await this.#fetch(true)
     if (token && this.#usable(token)) return token
-    // Stale beyond the floor, or never minted: wait for the signing under way (or start one).
-    token = await this.#fetch(false)
+    // Below the floor, or never minted: wait for the signing under way, or start one.
+    token = await this.#fetch(false, true)
     if (token && this.#usable(token)) return token
     throw errors.tokenUnavailable()
   }
@@ -132,9 +138,9 @@ export class TokenCache {
     this.#cache.clear()
   }
 
-  async #fetch(allowStale: boolean): Promise<Token | undefined> {
+  async #fetch(allowStale: boolean, forceRefresh = false): Promise<Token | undefined> {
     try {
-      return await this.#cache.fetch(KEY, { allowStale })
+      return await this.#cache.fetch(KEY, { allowStale, forceRefresh })
     } catch (err) {
       throw errors.tokenUnavailable(err)
     }
