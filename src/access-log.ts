@@ -16,6 +16,8 @@ export interface AccessLogOptions {
 async function accessLogPlugin(app: FastifyInstance, { metrics }: AccessLogOptions): Promise<void> {
   app.addHook('onRequest', (request, reply, done) => {
     const started = performance.now()
+    // Read now: once the client has gone away, the socket no longer knows its peer.
+    const remoteAddress = request.ip
     reply.raw.once('close', () => {
       const res = reply.raw
       const seconds = (performance.now() - started) / 1000
@@ -36,7 +38,7 @@ async function accessLogPlugin(app: FastifyInstance, { metrics }: AccessLogOptio
           upstreamStatus: media?.upstreamStatus ?? null,
           upstreamMs: media?.upstreamMs === undefined ? null : round(media.upstreamMs),
           retries: media?.retries ?? 0,
-          remoteAddress: request.ip,
+          remoteAddress,
           userAgent: truncate(request.headers['user-agent'] ?? null),
           aborted,
         },

@@ -64,7 +64,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
     deps.logStream ?? pino.destination({ dest: 1, sync: false }),
   )
   const inFlight = new InFlightCounter(config.maxInFlightRequests)
-  const metrics = new Metrics(VERSION, () => inFlight.count)
+  const metrics = new Metrics(VERSION, () => inFlight.count, inFlight.limit)
   const signer = new TokenSigner(
     config.privateKey,
     config.applicationId,

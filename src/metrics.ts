@@ -63,7 +63,7 @@ export class Metrics {
     registers: [this.registry],
   })
 
-  constructor(version: string, inFlight: () => number) {
+  constructor(version: string, inFlight: () => number, maxInFlight: number) {
     collectDefaultMetrics({ register: this.registry })
     new Gauge({
       name: 'media_proxy_in_flight_requests',
@@ -73,6 +73,11 @@ export class Metrics {
         this.set(inFlight())
       },
     })
+    new Gauge({
+      name: 'media_proxy_max_in_flight_requests',
+      help: 'MAX_IN_FLIGHT_REQUESTS: media requests served at once before new ones get 503.',
+      registers: [this.registry],
+    }).set(maxInFlight)
     new Gauge({
       name: 'media_proxy_build_info',
       help: 'Always 1; the version label says which build runs.',

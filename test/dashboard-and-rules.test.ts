@@ -1,0 +1,268 @@
+// Proves the Grafana dashboard and the Prometheus alert rules query only metrics the proxy exposes, and that promtool accepts and unit-tests the rules.
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { type TestContext, test } from 'node:test'
+import { request } from 'undici'
+import { parse as parseYaml } from 'yaml'
+import { startEmulator, startProxy } from './helpers.js'
+
+const ROOT = new URL('../', import.meta.url)
+const DASHBOARD = new URL('deploy/grafana/vonage-media-proxy.json', ROOT)
+const ALERTS = new URL('deploy/prometheus/alerts.yml', ROOT)
+const ALERT_TESTS = new URL('deploy/prometheus/alerts.test.yml', ROOT)
+const PROMETHEUS_CONFIG = new URL('deploy/prometheus/prometheus.yml', ROOT)
+
+/** Series Prometheus makes up itself for every scrape target; never in /metrics. */
+const SYNTHETIC_SERIES = new Set(['up'])
+/** Words of PromQL that look like metric names. */
+const PROMQL_KEYWORDS = new Set([
+  'by',
+  'without',
+  'on',
+  'ignoring',
+  'group_left',
+  'group_right',
+  'and',
+  'or',
+  'unless',
+  'bool',
+  'offset',
+  'inf',
+  'nan',
+])
+
+/** Each panel the dashboard must have, and a metric it must query. */
+const REQUIRED_PANELS: Record<string, string> = {
+  'Request rate by status': 'media_proxy_requests_total',
+  'Error ratio': 'media_proxy_requests_total',
+  'Request duration percentiles': 'media_proxy_request_duration_seconds_bucket',
+  'Upstream latency percentiles': 'media_proxy_upstream_latency_seconds_bucket',
+  'Bytes sent per second': 'media_proxy_response_bytes_total',
+  'In-flight requests': 'media_proxy_in_flight_requests',
+  'Upstream retries by reason': 'media_proxy_upstream_retries_total',
+  'Token expiry countdown': 'media_proxy_token_expiry_timestamp_seconds',
+  'Token refresh failures': 'media_proxy_token_refreshes_total',
+  'Process memory': 'process_resident_memory_bytes',
+  'Process CPU': 'process_cpu_seconds_total',
+  'Event loop lag': 'nodejs_eventloop_lag_p99_seconds',
+}
+
+const REQUIRED_ALERTS = [
+  'MediaProxyDown',
+  'MediaProxyTokenRefreshFailing',
+  'MediaProxyTokenExpiringSoon',
+  'MediaProxyHighErrorRatio',
+  'MediaProxyUpstreamLatencyHigh',
+  'MediaProxyInFlightNearLimit',
+]
+
+interface Panel {
+  id: number
+  type: string
+  title: string
+  datasource?: { type: string; uid: string }
+  gridPos?: { h: number; w: number; x: number; y: number }
+  targets?: Array<{ expr: string; datasource?: { uid: string } }>
+  panels?: Panel[]
+}
+
+interface Dashboard {
+  title: string
+  uid: string
+  panels: Panel[]
+  templating: { list: Array<{ name: string; type: string; query: unknown }> }
+}
+
+interface AlertRule {
+  alert?: string
+  record?: string
+  expr: string
+  labels?: Record<string, string>
+  annotations?: Record<string, string>
+}
+
+/** The metric names a PromQL expression selects: functions, keywords, labels, strings and durations left out. */
+function metricNames(expr: string): string[] {
+  const bare = expr
+    .replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`/g, '""')
+    .replace(/\{[^}]*\}/g, ' ')
+    .replace(/\[[^\]]*\]/g, ' ')
+    .replace(/\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/gi, ' ')
+    .replace(/\$\{[^}]*\}|\$\w+/g, ' ')
+  const names = new Set<string>()
+  for (const match of bare.matchAll(/(?<![\w.:])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?/g)) {
+    const name = match[1] as string
+    if (match[2] || PROMQL_KEYWORDS.has(name.toLowerCase())) continue
+    names.add(name)
+  }
+  return [...names]
+}
+
+/** The metric families of a live proxy's /metrics, with their types. */
+async function exposedFamilies(t: TestContext): Promise<Map<string, string>> {
+  const emulator = await startEmulator(t)
+  const proxy = await startProxy(t, emulator.url)
+  const res = await request(`${proxy.adminUrl}/metrics`)
+  assert.equal(res.statusCode, 200)
+  const families = new Map<string, string>()
+  for (const [, name, type] of (await res.body.text()).matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
+    families.set(name as string, type as string)
+  }
+  return families
+}
+
+/** Whether a queried name is exposed: as a family, or as a histogram/summary's _bucket, _sum or _count series. */
+function isExposed(name: string, families: Map<string, string>): boolean {
+  if (families.has(name) || SYNTHETIC_SERIES.has(name)) return true
+  const suffix = /^(.+)_(bucket|sum|count)$/.exec(name)
+  if (!suffix) return false
+  const type = families.get(suffix[1] as string)
+  return type === 'histogram' || (type === 'summary' && suffix[2] !== 'bucket')
+}
+
+function loadDashboard(): Dashboard {
+  return JSON.parse(readFileSync(DASHBOARD, 'utf8')) as Dashboard
+}
+
+function loadAlertRules(): AlertRule[] {
+  const file = parseYaml(readFileSync(ALERTS, 'utf8')) as { groups: Array<{ rules: AlertRule[] }> }
+  return file.groups.flatMap((group) => group.rules)
+}
+
+function panelsOf(dashboard: Dashboard): Panel[] {
+  return dashboard.panels.flatMap((panel) => [panel, ...(panel.panels ?? [])]).filter((panel) => panel.type !== 'row')
+}
+
+/** Every PromQL expression of the dashboard: panel targets, and the metric inside label_values() variables. */
+function dashboardExpressions(dashboard: Dashboard): string[] {
+  const expressions = panelsOf(dashboard).flatMap((panel) => (panel.targets ?? []).map((target) => target.expr))
+  for (const variable of dashboard.templating.list) {
+    if (variable.type !== 'query') continue
+    const query = typeof variable.query === 'string' ? variable.query : (variable.query as { query: string }).query
+    const labelValues = /^label_values\((.+),\s*\w+\)$/.exec(query.trim())
+    expressions.push(labelValues ? (labelValues[1] as string) : query)
+  }
+  return expressions
+}
+
+function promtool(t: TestContext, ...args: string[]): { status: number | null; output: string } | undefined {
+  if (spawnSync('promtool', ['--version']).error) {
+    t.skip('promtool not installed (Debian package "prometheus"; .ci/run installs it)')
+    return undefined
+  }
+  const result = spawnSync('promtool', args, { cwd: ROOT, encoding: 'utf8' })
+  return { status: result.status, output: `${result.stdout}${result.stderr}` }
+}
+
+test('metric names are read out of PromQL as intended', () => {
+  assert.deepEqual(
+    metricNames(
+      'histogram_quantile(0.99, sum by (le, job) (rate(media_proxy_upstream_latency_seconds_bucket{job="$job", status=~"5.."}[$__rate_interval])))',
+    ),
+    ['media_proxy_upstream_latency_seconds_bucket'],
+  )
+  assert.deepEqual(metricNames('media_proxy_token_expiry_timestamp_seconds - time() < 120'), [
+    'media_proxy_token_expiry_timestamp_seconds',
+  ])
+  assert.deepEqual(metricNames('sum(rate(a_total[5m] offset 1h)) / on (instance) group_left b > 1e3 and bool c'), [
+    'a_total',
+    'b',
+    'c',
+  ])
+})
+
+test('every metric the dashboard and the alert rules query is in /metrics', async (t) => {
+  const families = await exposedFamilies(t)
+  const queried = new Map<string, string>()
+  for (const expr of dashboardExpressions(loadDashboard()))
+    for (const name of metricNames(expr)) queried.set(name, expr)
+  for (const rule of loadAlertRules()) for (const name of metricNames(rule.expr)) queried.set(name, rule.expr)
+
+  assert.ok(queried.size > 10, `only ${queried.size} metric names found`)
+  const missing = [...queried]
+    .filter(([name]) => !isExposed(name, families))
+    .map(([name, expr]) => `${name} (in ${expr})`)
+  assert.deepEqual(missing, [])
+})
+
+test('the dashboard is importable Grafana JSON with the expected panels and a datasource variable', () => {
+  const dashboard = loadDashboard()
+  assert.equal(dashboard.uid, 'vonage-media-proxy')
+  const datasource = dashboard.templating.list.find((variable) => variable.type === 'datasource')
+  assert.ok(datasource, 'a datasource template variable')
+  assert.equal(datasource.query, 'prometheus')
+  const reference = `\${${datasource.name}}`
+
+  const panels = panelsOf(dashboard)
+  const ids = dashboard.panels.flatMap((panel) => [panel, ...(panel.panels ?? [])]).map((panel) => panel.id)
+  assert.equal(new Set(ids).size, ids.length, 'panel ids are unique')
+  for (const panel of panels) {
+    assert.ok(panel.gridPos, `${panel.title} has a position`)
+    assert.equal(panel.datasource?.uid, reference, `${panel.title} uses the datasource variable`)
+    assert.ok(panel.targets && panel.targets.length > 0, `${panel.title} has queries`)
+    for (const target of panel.targets) {
+      assert.equal(target.datasource?.uid ?? reference, reference, `${panel.title} query datasource`)
+      assert.ok(target.expr.trim() !== '', `${panel.title} has an empty query`)
+    }
+  }
+  for (const [title, metric] of Object.entries(REQUIRED_PANELS)) {
+    const panel = panels.find((candidate) => candidate.title === title)
+    assert.ok(panel, `panel "${title}"`)
+    const names = (panel.targets ?? []).flatMap((target) => metricNames(target.expr))
+    assert.ok(names.includes(metric), `panel "${title}" queries ${metric}; it queries ${names.join(', ')}`)
+  }
+  const refreshes = panels.find((panel) => panel.title === 'Token refresh failures')
+  assert.ok(refreshes?.targets?.some((target) => target.expr.includes('result="failure"')))
+})
+
+test('every alert has a severity, a summary, a description and a runbook, and unit tests firing and silent', () => {
+  const alerts = loadAlertRules().filter((rule) => rule.alert)
+  const names = alerts.map((rule) => rule.alert as string)
+  for (const name of REQUIRED_ALERTS) assert.ok(names.includes(name), `alert ${name}`)
+  for (const rule of alerts) {
+    assert.match(rule.labels?.severity ?? '', /^(critical|warning)$/, `${rule.alert} severity`)
+    for (const annotation of ['summary', 'description', 'runbook']) {
+      assert.ok(rule.annotations?.[annotation]?.trim(), `${rule.alert} has a ${annotation}`)
+    }
+  }
+
+  const unitTests = parseYaml(readFileSync(ALERT_TESTS, 'utf8')) as {
+    tests: Array<{ alert_rule_test?: Array<{ alertname: string; exp_alerts?: unknown[] }> }>
+  }
+  const cases = unitTests.tests.flatMap((unit) => unit.alert_rule_test ?? [])
+  for (const name of names) {
+    const own = cases.filter((testCase) => testCase.alertname === name)
+    assert.ok(
+      own.some((testCase) => (testCase.exp_alerts ?? []).length > 0),
+      `alerts.test.yml expects ${name} to fire`,
+    )
+    assert.ok(
+      own.some((testCase) => (testCase.exp_alerts ?? []).length === 0),
+      `alerts.test.yml expects ${name} to stay silent`,
+    )
+  }
+})
+
+test('promtool check rules accepts alerts.yml', (t) => {
+  const result = promtool(t, 'check', 'rules', 'deploy/prometheus/alerts.yml')
+  if (result) assert.equal(result.status, 0, result.output)
+})
+
+test('promtool test rules passes alerts.test.yml', (t) => {
+  const result = promtool(t, 'test', 'rules', 'deploy/prometheus/alerts.test.yml')
+  if (result) assert.equal(result.status, 0, result.output)
+})
+
+test('promtool check config accepts prometheus.yml, which scrapes job vonage-media-proxy and loads the alerts', (t) => {
+  const config = parseYaml(readFileSync(PROMETHEUS_CONFIG, 'utf8')) as {
+    rule_files: string[]
+    scrape_configs: Array<{ job_name: string; metrics_path?: string }>
+  }
+  assert.deepEqual(config.rule_files, ['alerts.yml'])
+  const job = config.scrape_configs.find((scrape) => scrape.job_name === 'vonage-media-proxy')
+  assert.ok(job, 'a vonage-media-proxy scrape job')
+  assert.equal(job.metrics_path ?? '/metrics', '/metrics')
+  const result = promtool(t, 'check', 'config', 'deploy/prometheus/prometheus.yml')
+  if (result) assert.equal(result.status, 0, result.output)
+})
