@@ -77,6 +77,8 @@ export class TokenCache {
   readonly #onRefresh: TokenCacheOptions['onRefresh']
   readonly #proactive: boolean
   #timer: NodeJS.Timeout | undefined
+  /** The jti invalidate() last dropped. */
+  #droppedJti: string | undefined
   #closed = false
 
   constructor(signer: TokenSigner, options: TokenCacheOptions) {
@@ -123,12 +125,19 @@ export class TokenCache {
   }
 
   /**
-   * Drops the cached token. With a token, only if it is still the cached one, so that many
-   * requests refused with the same token cause one new signature, not one each.
+   * Drops the cached token. With a token, only if it is still the cached one (or being
+   * replaced already), so that many requests refused with the same token cause one new
+   * signature, not one each.
    */
   invalidate(rejected?: Token): void {
     const cached = this.#cache.get(KEY, { allowStale: true })
-    if (rejected && cached && cached.jti !== rejected.jti) return
+    if (rejected) {
+      // Already dropped: its replacement is cached or being signed. While it signs the cache
+      // shows no value, and a delete now would abort that signing and start another.
+      if (rejected.jti === this.#droppedJti) return
+      if (cached && cached.jti !== rejected.jti) return
+    }
+    this.#droppedJti = rejected?.jti ?? cached?.jti
     this.#cache.delete(KEY)
   }
 

@@ -221,15 +221,22 @@ function serveMedia(req: IncomingMessage, res: ServerResponse, item: MediaItem, 
     return
   }
   let sent = 0
+  let cut = false
   body.on('data', (chunk: Buffer) => {
-    const room = limit - sent
-    if (room > 0) res.write(chunk.subarray(0, room))
-    sent += Math.min(chunk.length, Math.max(room, 0))
-    if (sent >= limit) {
-      body.destroy()
-      if (fault?.resetAfterBytes !== undefined) res.socket?.destroy()
-      // stallAfterBytes: leave the response open and silent.
+    if (cut) return // a chunk read before the body was destroyed
+    const piece = chunk.subarray(0, limit - sent)
+    sent += piece.length
+    if (sent < limit) {
+      res.write(piece)
+      return
     }
+    cut = true
+    body.destroy()
+    // stallAfterBytes: leave the response open and silent. resetAfterBytes: reset only once
+    // the headers and those bytes are on the wire, or the peer would see a reset before headers.
+    const reset = fault?.resetAfterBytes !== undefined ? () => res.socket?.destroy() : undefined
+    if (piece.length > 0) res.write(piece, reset)
+    else reset?.()
   })
   res.once('close', () => body.destroy())
 }
