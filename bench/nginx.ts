@@ -1,0 +1,127 @@
+// nginx in the benchmark, when it is installed: a static origin (the issue's reference setup),
+// and the alternative a user would pick instead of this proxy, a plain reverse proxy that
+// injects one static Authorization header. Each instance runs from its own config in the
+// benchmark's temp dir (pid, logs and temp paths there), in the foreground, one worker.
+import { spawnSync } from 'node:child_process'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { HOST, waitForPort } from './ports.js'
+import { type Child, descendants, type ProcessGroup } from './processes.js'
+
+/** The nginx version string, or undefined when nginx is not installed. */
+export function nginxVersion(): string | undefined {
+  const result = spawnSync('nginx', ['-v'], { encoding: 'utf8' })
+  if (result.error || result.status !== 0) return undefined
+  return /nginx\/(\S+)/.exec(result.stderr)?.[1] ?? 'unknown'
+}
+
+export type NginxProxyBuffers = 'default' | '64k'
+
+export interface RunningNginx {
+  readonly child: Child
+  readonly url: string
+  /** Master and worker: their CPU and memory together are nginx's cost. */
+  readonly pids: number[]
+}
+
+function mainConfig(dir: string, name: string, http: string): string {
+  const path = (file: string) => join(dir, `${name}-${file}`)
+  // As root, workers would switch to "nobody"; stay root so they can read the temp dir.
+  const user = process.getuid?.() === 0 ? 'user root;\n' : ''
+  return `${user}worker_processes 1;
+daemon off;
+master_process on;
+pid ${path('nginx.pid')};
+error_log ${path('error.log')} warn;
+events { worker_connections 4096; }
+http {
+  client_body_temp_path ${path('temp')}/client;
+  proxy_temp_path ${path('temp')}/proxy;
+  fastcgi_temp_path ${path('temp')}/fastcgi;
+  uwsgi_temp_path ${path('temp')}/uwsgi;
+  scgi_temp_path ${path('temp')}/scgi;
+  server_tokens off;
+  keepalive_timeout 65s;
+  keepalive_requests 1000000;
+${http}
+}
+`
+}
+
+/** Static files from <root>/v3/media/<id>; checks no token. */
+export function originConfig(dir: string, port: number, root: string): string {
+  return mainConfig(
+    dir,
+    'origin',
+    `  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  types { }
+  default_type application/octet-stream;
+  server {
+    listen ${HOST}:${port};
+    location /v3/media/ { root ${root}; }
+  }`,
+  )
+}
+
+/** GET /media/<id> -> origin /v3/media/<id>, one static bearer token, no buffering, keep-alive upstream. */
+export function reverseProxyConfig(
+  dir: string,
+  name: string,
+  port: number,
+  originPort: number,
+  token: string,
+  buffers: NginxProxyBuffers,
+): string {
+  const bufferLines =
+    buffers === '64k'
+      ? `
+      proxy_buffer_size 64k;
+      proxy_buffers 8 64k;
+      proxy_busy_buffers_size 128k;`
+      : ''
+  return mainConfig(
+    dir,
+    name,
+    `  access_log ${join(dir, `${name}-access.log`)} combined buffer=64k flush=1s;
+  upstream origin {
+    server ${HOST}:${originPort};
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen ${HOST}:${port};
+    location /media/ {
+      proxy_pass http://origin/v3/media/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Bearer ${token}";
+      proxy_buffering off;${bufferLines}
+    }
+  }`,
+  )
+}
+
+export async function startNginx(
+  group: ProcessGroup,
+  options: { name: string; dir: string; config: string; port: number; core: number },
+): Promise<RunningNginx> {
+  const { name, dir, port } = options
+  const confPath = join(dir, `${name}.conf`)
+  mkdirSync(join(dir, `${name}-temp`), { recursive: true })
+  writeFileSync(confPath, options.config)
+  const child = group.spawn(name, 'nginx', ['-p', `${dir}/`, '-c', confPath, '-e', join(dir, `${name}-error.log`)], {
+    core: options.core,
+    stderrFile: join(dir, `${name}-stderr.log`),
+    stopSignal: 'SIGTERM',
+  })
+  await waitForPort(child, port)
+  // The worker is forked right after the master binds; give it a moment to appear.
+  let workers: number[] = []
+  for (let i = 0; i < 40 && workers.length === 0; i++) {
+    workers = descendants(child.pid)
+    if (workers.length === 0) await new Promise((resolve) => setTimeout(resolve, 25))
+  }
+  return { child, url: `http://${HOST}:${port}`, pids: [child.pid, ...workers] }
+}

@@ -1,0 +1,89 @@
+// The upstream every target reads from: pre-generated media files served by nginx (as in the
+// issue's reference figures) or, without nginx, by bench/static-origin.ts. Neither verifies the
+// token: the benchmark isolates the proxy's cost from the RS256 checks the emulator would do.
+import { randomBytes } from 'node:crypto'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { originConfig, startNginx } from './nginx.js'
+import { freePort, HOST, waitForPort } from './ports.js'
+import { LOAD_CORE, type ProcessGroup } from './processes.js'
+
+export interface BodySize {
+  readonly label: string
+  readonly bytes: number
+  readonly id: string
+  /** Concurrent connections of the throughput runs for this size. */
+  readonly connections: number
+}
+
+const KiB = 1024
+const MiB = 1024 * KiB
+
+export const BODY_SIZES: readonly BodySize[] = [
+  { label: '1 KiB', bytes: KiB, id: '0b1a0000-0000-4000-8000-000000000001', connections: 32 },
+  { label: '64 KiB', bytes: 64 * KiB, id: '0b1a0000-0000-4000-8000-000000000064', connections: 32 },
+  { label: '1 MiB', bytes: MiB, id: '0b1a0000-0000-4000-8000-000000001024', connections: 16 },
+  { label: '32 MiB', bytes: 32 * MiB, id: '0b1a0000-0000-4000-8000-000000032768', connections: 4 },
+]
+
+export type OriginKind = 'nginx' | 'node'
+
+export interface RunningOrigin {
+  readonly kind: OriginKind
+  readonly description: string
+  readonly url: string
+  readonly port: number
+  readonly pids: number[]
+}
+
+const STATIC_ORIGIN = fileURLToPath(new URL('./static-origin.ts', import.meta.url))
+
+/** Writes <dir>/media/v3/media/<id> for every body size; returns the media root. */
+export function prepareMedia(dir: string): string {
+  const root = join(dir, 'media')
+  const media = join(root, 'v3', 'media')
+  mkdirSync(media, { recursive: true })
+  for (const size of BODY_SIZES) writeFileSync(join(media, size.id), randomBytes(size.bytes))
+  return root
+}
+
+export async function startOrigin(
+  group: ProcessGroup,
+  options: { kind: OriginKind; dir: string; root: string },
+): Promise<RunningOrigin> {
+  const port = await freePort()
+  if (options.kind === 'nginx') {
+    const nginx = await startNginx(group, {
+      name: 'origin',
+      dir: options.dir,
+      config: originConfig(options.dir, port, options.root),
+      port,
+      core: LOAD_CORE,
+    })
+    return {
+      kind: 'nginx',
+      description: 'nginx static files (sendfile), token not verified',
+      url: nginx.url,
+      port,
+      pids: nginx.pids,
+    }
+  }
+  const child = group.spawn(
+    'origin',
+    process.execPath,
+    ['--import', 'tsx', STATIC_ORIGIN, options.root, String(port)],
+    {
+      core: LOAD_CORE,
+      stderrFile: join(options.dir, 'origin-stderr.log'),
+    },
+  )
+  await waitForPort(child, port)
+  return {
+    kind: 'node',
+    description: 'node:http serving bodies from memory, token not verified',
+    url: `http://${HOST}:${port}`,
+    port,
+    pids: [child.pid],
+  }
+}

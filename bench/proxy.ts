@@ -1,0 +1,113 @@
+// The proxy under test, as production runs it: compiled, `node dist/main.js`, logging at info
+// to stdout (a file here, as a container runtime would drain it), metrics on the admin port,
+// a throwaway RSA key read from a file, and an application token that the origin never checks.
+import { execFileSync } from 'node:child_process'
+import { createSign, generateKeyPairSync, randomUUID } from 'node:crypto'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { type Child, type ProcessGroup, REPO_ROOT, SERVER_CORE } from './processes.js'
+
+export const APPLICATION_ID = '0b1a0000-aaaa-4bbb-8ccc-000000000000'
+const START_TIMEOUT_MS = 15_000
+
+export interface RunningProxy {
+  readonly child: Child
+  readonly pid: number
+  readonly mediaUrl: string
+  readonly adminUrl: string
+  readonly logFile: string
+}
+
+export interface ProxyMetrics {
+  /** media_proxy_token_refreshes_total{result="success"}: RS256 signatures made. */
+  signatures: number
+  /** Sum of media_proxy_requests_total over all labels. */
+  requests: number
+}
+
+/** `npx tsc -p tsconfig.build.json`: the benchmark runs what `npm start` runs. */
+export function buildProxy(): void {
+  execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT, stdio: 'inherit' })
+}
+
+/** A throwaway 2048-bit key written to <dir>/private.key (mode 0600); returns its path and PEM. */
+export function throwawayKey(dir: string): { path: string; pem: string } {
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
+  const pem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()
+  const path = join(dir, 'private.key')
+  writeFileSync(path, pem, { mode: 0o600 })
+  return { path, pem }
+}
+
+/** One RS256 application JWT signed here, once: the static header nginx injects. */
+export function staticToken(pem: string, ttlSeconds = 86_400): string {
+  const iat = Math.floor(Date.now() / 1000)
+  const encode = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url')
+  const signingInput = `${encode({ alg: 'RS256', typ: 'JWT' })}.${encode({
+    application_id: APPLICATION_ID,
+    iat,
+    exp: iat + ttlSeconds,
+    jti: randomUUID(),
+  })}`
+  const signature = createSign('RSA-SHA256').update(signingInput).sign(pem).toString('base64url')
+  return `${signingInput}.${signature}`
+}
+
+export async function startProxy(
+  group: ProcessGroup,
+  options: { dir: string; upstreamUrl: string; keyPath: string; nodeArgs?: string[] },
+): Promise<RunningProxy> {
+  const logFile = join(options.dir, 'proxy-stdout.log')
+  const errFile = join(options.dir, 'proxy-stderr.log')
+  writeFileSync(logFile, '')
+  const child = group.spawn('proxy', process.execPath, [...(options.nodeArgs ?? []), 'dist/main.js'], {
+    core: SERVER_CORE,
+    stdoutFile: logFile,
+    stderrFile: errFile,
+    env: {
+      PATH: process.env.PATH ?? '',
+      NODE_ENV: 'production',
+      VONAGE_APPLICATION_ID: APPLICATION_ID,
+      VONAGE_PRIVATE_KEY_PATH: options.keyPath,
+      UPSTREAM_BASE_URL: options.upstreamUrl,
+      HOST: '127.0.0.1',
+      PORT: '0',
+      ADMIN_PORT: '0',
+      LOG_LEVEL: 'info',
+    },
+  })
+  const deadline = Date.now() + START_TIMEOUT_MS
+  for (;;) {
+    const line = readFileSync(logFile, 'utf8')
+      .split('\n')
+      .find((text) => text.includes('"vonage-media-proxy listening"'))
+    if (line) {
+      const { mediaUrl, adminUrl } = JSON.parse(line) as { mediaUrl: string; adminUrl: string }
+      return { child, pid: child.pid, mediaUrl, adminUrl, logFile }
+    }
+    if (child.hasExited || Date.now() > deadline) {
+      const stderr = readFileSync(errFile, 'utf8').trim().split('\n').slice(-5).join('\n')
+      throw new Error(
+        `the proxy ${child.hasExited ? `exited (${await child.exited})` : 'did not start'} before listening: ${stderr}`,
+      )
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}
+
+/** Reads the two counters the benchmark needs from the admin port's /metrics. */
+export async function readProxyMetrics(adminUrl: string): Promise<ProxyMetrics> {
+  const response = await fetch(`${adminUrl}/metrics`)
+  if (!response.ok) throw new Error(`GET ${adminUrl}/metrics answered ${response.status}`)
+  const text = await response.text()
+  let signatures = 0
+  let requests = 0
+  for (const line of text.split('\n')) {
+    if (line.startsWith('media_proxy_token_refreshes_total{result="success"}')) {
+      signatures = Number(line.slice(line.lastIndexOf(' ') + 1))
+    } else if (line.startsWith('media_proxy_requests_total{')) {
+      requests += Number(line.slice(line.lastIndexOf(' ') + 1))
+    }
+  }
+  return { signatures, requests }
+}

@@ -1,0 +1,277 @@
+// What a benchmark run found: the raw rounds, their medians and ratios, the printed tables, and
+// the issue's targets checked against them. Only ratios within one run mean much on a shared
+// machine; the steadiest is server CPU per request relative to nginx.
+import type { LoadResult } from './load.js'
+
+export const TARGETS = ['direct', 'proxy', 'nginx-default', 'nginx-64k'] as const
+export type TargetName = (typeof TARGETS)[number]
+
+/** One load run: one body size against one target in one round. */
+export interface Cell {
+  round: number
+  size: string
+  bodyBytes: number
+  connections: number
+  target: TargetName
+  load: LoadResult
+  /** CPU seconds of the server under test (the origin itself for "direct"). */
+  serverCpuSeconds: number
+  /** CPU seconds of the origin during the run (for "direct", the same as serverCpuSeconds). */
+  originCpuSeconds: number
+}
+
+export interface CellSummary {
+  size: string
+  target: TargetName
+  connections: number
+  rounds: number
+  reqPerSec: number
+  /** Body bytes per second, in 10^6 bytes. */
+  mbPerSec: number
+  p50Ms: number
+  p99Ms: number
+  /** Server CPU time per request, microseconds. */
+  cpuUsPerRequest: number
+  /** Server CPU time over wall time: 100 = one core saturated. */
+  serverCorePercent: number
+  originCpuUsPerRequest: number
+  errors: number
+  non2xx: number
+  reqPerSecVsDirect: number | undefined
+  reqPerSecVsNginx64k: number | undefined
+  reqPerSecVsNginxDefault: number | undefined
+  cpuVsNginx64k: number | undefined
+}
+
+export function median(values: readonly number[]): number {
+  if (values.length === 0) return Number.NaN
+  const sorted = [...values].sort((a, b) => a - b)
+  const middle = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1
+    ? (sorted[middle] as number)
+    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2
+}
+
+function ratio(value: number, reference: number | undefined): number | undefined {
+  return reference === undefined || !(reference > 0) ? undefined : value / reference
+}
+
+/** Medians across rounds per (size, target), then each ratio to direct and to nginx. */
+export function summarise(cells: readonly Cell[]): CellSummary[] {
+  const groups = new Map<string, Cell[]>()
+  for (const cell of cells) {
+    const key = `${cell.size}\0${cell.target}`
+    groups.set(key, [...(groups.get(key) ?? []), cell])
+  }
+  const base: Omit<
+    CellSummary,
+    'reqPerSecVsDirect' | 'reqPerSecVsNginx64k' | 'reqPerSecVsNginxDefault' | 'cpuVsNginx64k'
+  >[] = []
+  for (const group of groups.values()) {
+    const first = group[0] as Cell
+    const perRequest = (seconds: number, cell: Cell) => (seconds * 1e6) / Math.max(1, cell.load.requests)
+    base.push({
+      size: first.size,
+      target: first.target,
+      connections: first.connections,
+      rounds: group.length,
+      reqPerSec: median(group.map((cell) => cell.load.reqPerSec)),
+      mbPerSec: median(group.map((cell) => (cell.load.reqPerSec * cell.bodyBytes) / 1e6)),
+      p50Ms: median(group.map((cell) => cell.load.latencyMs.p50)),
+      p99Ms: median(group.map((cell) => cell.load.latencyMs.p99)),
+      cpuUsPerRequest: median(group.map((cell) => perRequest(cell.serverCpuSeconds, cell))),
+      serverCorePercent: median(group.map((cell) => (100 * cell.serverCpuSeconds) / cell.load.seconds)),
+      originCpuUsPerRequest: median(group.map((cell) => perRequest(cell.originCpuSeconds, cell))),
+      errors: group.reduce((sum, cell) => sum + cell.load.errors, 0),
+      non2xx: group.reduce((sum, cell) => sum + cell.load.non2xx, 0),
+    })
+  }
+  const find = (size: string, target: TargetName) => base.find((s) => s.size === size && s.target === target)
+  return base.map((summary) => ({
+    ...summary,
+    reqPerSecVsDirect: ratio(summary.reqPerSec, find(summary.size, 'direct')?.reqPerSec),
+    reqPerSecVsNginx64k: ratio(summary.reqPerSec, find(summary.size, 'nginx-64k')?.reqPerSec),
+    reqPerSecVsNginxDefault: ratio(summary.reqPerSec, find(summary.size, 'nginx-default')?.reqPerSec),
+    cpuVsNginx64k:
+      summary.target === 'direct'
+        ? undefined
+        : ratio(summary.cpuUsPerRequest, find(summary.size, 'nginx-64k')?.cpuUsPerRequest),
+  }))
+}
+
+export interface LatencySummary {
+  target: TargetName
+  p50Ms: number
+  p99Ms: number
+  addedP50Ms: number | undefined
+  addedP99Ms: number | undefined
+}
+
+/** Concurrency-1 runs: medians per target, and what each adds over direct. */
+export function summariseLatency(runs: readonly { target: TargetName; load: LoadResult }[]): LatencySummary[] {
+  const targets = [...new Set(runs.map((run) => run.target))]
+  const medians = targets.map((target) => {
+    const mine = runs.filter((run) => run.target === target)
+    return {
+      target,
+      p50Ms: median(mine.map((run) => run.load.latencyMs.p50)),
+      p99Ms: median(mine.map((run) => run.load.latencyMs.p99)),
+    }
+  })
+  const direct = medians.find((m) => m.target === 'direct')
+  return medians.map((m) => ({
+    ...m,
+    addedP50Ms: direct && m.target !== 'direct' ? m.p50Ms - direct.p50Ms : undefined,
+    addedP99Ms: direct && m.target !== 'direct' ? m.p99Ms - direct.p99Ms : undefined,
+  }))
+}
+
+export interface MemorySummary {
+  target: TargetName
+  idleBytes: number
+  peakBytes: number
+  aboveIdleBytes: number
+  clients: number
+  completed: number
+  failed: number
+  meanBytesPerSecondPerClient: number
+}
+
+export interface SignatureSummary {
+  requests: number
+  signatures: number
+  per10k: number
+  wholeRun: { requests: number; signatures: number }
+}
+
+export interface TargetCheck {
+  target: string
+  value: string
+  verdict: 'met' | 'missed' | 'n/a'
+}
+
+const MiB = 1024 * 1024
+
+export function checkTargets(
+  summaries: readonly CellSummary[],
+  latency: readonly LatencySummary[],
+  memory: readonly MemorySummary[],
+  signatures: SignatureSummary | undefined,
+): TargetCheck[] {
+  const at = (size: string, target: TargetName) => summaries.find((s) => s.size === size && s.target === target)
+  const checks: TargetCheck[] = []
+  const verdict = (ok: boolean | undefined): TargetCheck['verdict'] =>
+    ok === undefined ? 'n/a' : ok ? 'met' : 'missed'
+
+  const cpu = at('1 KiB', 'proxy')?.cpuVsNginx64k
+  checks.push({
+    target: '1 KiB: proxy CPU/request <= 4.0x nginx-64k',
+    value: cpu === undefined ? 'no nginx' : `${fmt(cpu, 2)}x`,
+    verdict: verdict(cpu === undefined ? undefined : cpu <= 4.0),
+  })
+  const big = at('32 MiB', 'proxy')
+  const vs64k = big?.reqPerSecVsNginx64k
+  const vsDefault = big?.reqPerSecVsNginxDefault
+  checks.push({
+    target: '32 MiB: proxy throughput >= 0.45x nginx-64k and >= nginx-default',
+    value: vs64k === undefined ? 'no nginx' : `${fmt(vs64k, 2)}x nginx-64k, ${fmt(vsDefault, 2)}x nginx-default`,
+    verdict: verdict(vs64k === undefined || vsDefault === undefined ? undefined : vs64k >= 0.45 && vsDefault >= 1),
+  })
+  const added = latency.find((l) => l.target === 'proxy')
+  checks.push({
+    target: 'concurrency 1, 1 KiB: added p50 <= 0.5 ms, added p99 <= 2 ms',
+    value: added ? `+${fmt(added.addedP50Ms, 3)} ms p50, +${fmt(added.addedP99Ms, 3)} ms p99` : 'not measured',
+    verdict: verdict(
+      added?.addedP50Ms === undefined || added.addedP99Ms === undefined
+        ? undefined
+        : added.addedP50Ms <= 0.5 && added.addedP99Ms <= 2,
+    ),
+  })
+  const rss = memory.find((m) => m.target === 'proxy')
+  checks.push({
+    target: '16 slow 32 MiB clients: peak RSS above idle <= 32 MiB',
+    value: rss ? `${fmt(rss.aboveIdleBytes / MiB, 1)} MiB above an idle ${fmt(rss.idleBytes / MiB, 1)} MiB` : 'n/a',
+    verdict: verdict(rss ? rss.aboveIdleBytes <= 32 * MiB : undefined),
+  })
+  checks.push({
+    target: 'zero RS256 signatures per request',
+    value: signatures ? `${fmt(signatures.per10k, 1)} per 10,000 requests` : 'not measured',
+    verdict: verdict(signatures ? signatures.signatures === 0 : undefined),
+  })
+  return checks
+}
+
+export function fmt(value: number | undefined, digits = 0): string {
+  if (value === undefined || Number.isNaN(value)) return '-'
+  return value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
+}
+
+/** A plain-text table: the first column left-aligned, the rest right-aligned. */
+export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)))
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((cell, column) => (column === 0 ? cell.padEnd(widths[column] ?? 0) : cell.padStart(widths[column] ?? 0)))
+      .join('  ')
+  return [line(header), widths.map((width) => '-'.repeat(width)).join('  '), ...rows.map(line)].join('\n')
+}
+
+export function throughputTable(summaries: readonly CellSummary[]): string {
+  const x = (value: number | undefined) => (value === undefined ? '-' : `${fmt(value, 2)}x`)
+  return table(
+    [
+      'body (conns)',
+      'target',
+      'req/s',
+      'MB/s',
+      'p50 ms',
+      'p99 ms',
+      'CPU us/req',
+      'core %',
+      'req/s vs direct',
+      'req/s vs ngx-64k',
+      'CPU vs ngx-64k',
+    ],
+    summaries.map((s) => [
+      `${s.size} (${s.connections})`,
+      s.target + (s.errors + s.non2xx > 0 ? ` [${s.errors} err, ${s.non2xx} non-2xx]` : ''),
+      fmt(s.reqPerSec),
+      fmt(s.mbPerSec, 1),
+      fmt(s.p50Ms, 3),
+      fmt(s.p99Ms, 3),
+      fmt(s.cpuUsPerRequest, 1),
+      fmt(s.serverCorePercent),
+      x(s.reqPerSecVsDirect),
+      x(s.reqPerSecVsNginx64k),
+      x(s.cpuVsNginx64k),
+    ]),
+  )
+}
+
+export function latencyTable(latency: readonly LatencySummary[]): string {
+  return table(
+    ['target', 'p50 ms', 'p99 ms', 'added p50 ms', 'added p99 ms'],
+    latency.map((l) => [l.target, fmt(l.p50Ms, 3), fmt(l.p99Ms, 3), fmt(l.addedP50Ms, 3), fmt(l.addedP99Ms, 3)]),
+  )
+}
+
+export function memoryTable(memory: readonly MemorySummary[]): string {
+  return table(
+    ['target', 'idle MiB', 'peak MiB', 'above idle MiB', 'clients done', 'MB/s per client'],
+    memory.map((m) => [
+      m.target,
+      fmt(m.idleBytes / MiB, 1),
+      fmt(m.peakBytes / MiB, 1),
+      fmt(m.aboveIdleBytes / MiB, 1),
+      `${m.completed}/${m.clients}${m.failed > 0 ? ` (${m.failed} failed)` : ''}`,
+      fmt(m.meanBytesPerSecondPerClient / 1e6, 2),
+    ]),
+  )
+}
+
+export function targetsTable(checks: readonly TargetCheck[]): string {
+  return table(
+    ['target (issue 6)', 'this run', 'verdict'],
+    checks.map((c) => [c.target, c.value, c.verdict]),
+  )
+}

@@ -1,0 +1,560 @@
+// `npm run bench` (issue 6): the proxy, built and run as production runs it, side by side with
+// direct access to the origin and with nginx as a plain header-injecting reverse proxy, in
+// interleaved rounds; then latency at concurrency 1, memory under slow clients and signatures
+// per request. Prints the tables and writes the raw results to bench/results/<time>.json.
+// `--profile` instead runs the proxy under node --cpu-prof with the 1 KiB load and ranks its
+// functions by self time. Loopback only; everything started here is stopped at the end.
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs'
+import { availableParallelism, cpus, loadavg, release, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { summariseProfile } from './cpu-profile.js'
+import {
+  fixedRequests,
+  inProcessGenerator,
+  type LoadGenerator,
+  type LoadResult,
+  type LoadSpec,
+  wrk,
+  wrkAvailable,
+} from './load.js'
+import { nginxVersion, reverseProxyConfig, startNginx } from './nginx.js'
+import { BODY_SIZES, type BodySize, type OriginKind, prepareMedia, type RunningOrigin, startOrigin } from './origin.js'
+import { freePort } from './ports.js'
+import {
+  cpuSeconds,
+  LOAD_CORE,
+  ProcessGroup,
+  pinningUnavailable,
+  pinSelf,
+  REPO_ROOT,
+  rssBytes,
+  SERVER_CORE,
+} from './processes.js'
+import { buildProxy, type RunningProxy, readProxyMetrics, startProxy, staticToken, throwawayKey } from './proxy.js'
+import {
+  type Cell,
+  checkTargets,
+  fmt,
+  type LatencySummary,
+  latencyTable,
+  type MemorySummary,
+  memoryTable,
+  type SignatureSummary,
+  summarise,
+  summariseLatency,
+  TARGETS,
+  type TargetName,
+  targetsTable,
+  throughputTable,
+} from './report.js'
+import { RssSampler, slowReaders } from './slow-readers.js'
+
+const USAGE = `usage: npm run bench -- [options]
+  --quick            one round of 1 s runs, a short memory test (about a minute)
+  --rounds N         interleaved rounds (default 3, quick 1)
+  --seconds S        seconds per throughput run (default 3, quick 1)
+  --origin KIND      nginx (default when installed) or node
+  --no-nginx         skip nginx, as origin and as the reverse proxy compared against
+  --autocannon       generate load in-process (autocannon; undici for bodies over 4 KiB) even with wrk
+  --profile          profile the proxy (node --cpu-prof) under the 1 KiB load instead
+  --help`
+
+/** The whole run must stay under five minutes; past this, it stops and cleans up. */
+const TIME_LIMIT_MS = 295_000
+const RESULTS_DIR = join(REPO_ROOT, 'bench', 'results')
+const SIGNATURE_REQUESTS = 10_000
+const SLOW_CLIENTS = 16
+const SLOW_BYTES_PER_SECOND = 2e6
+const LATENCY_TARGETS: readonly TargetName[] = ['direct', 'proxy', 'nginx-64k']
+const SETTLE_MS = 100
+
+interface Settings {
+  quick: boolean
+  rounds: number
+  seconds: number
+  latencySeconds: number
+  warmupSeconds: number
+  slowSeconds: number
+  profileSeconds: number
+  origin: OriginKind
+  nginx: boolean
+  autocannon: boolean
+  profile: boolean
+}
+
+interface Target {
+  name: TargetName
+  url(size: BodySize): string
+  /** The processes whose CPU and memory are this target's cost. */
+  pids: number[]
+}
+
+interface Environment {
+  settings: Settings
+  dir: string
+  group: ProcessGroup
+  load: LoadGenerator
+  origin: RunningOrigin
+  proxy: RunningProxy
+  targets: Target[]
+}
+
+const log = (message: string) => process.stderr.write(`${message}\n`)
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+function parseSettings(): Settings {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      rounds: { type: 'string' },
+      seconds: { type: 'string' },
+      origin: { type: 'string' },
+      'no-nginx': { type: 'boolean', default: false },
+      autocannon: { type: 'boolean', default: false },
+      profile: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  })
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`)
+    process.exit(0)
+  }
+  const quick = values.quick
+  const positive = (value: string | undefined, fallback: number, name: string) => {
+    if (value === undefined) return fallback
+    const number = Number(value)
+    if (!Number.isInteger(number) || number < 1) throw new Error(`--${name} must be a positive integer`)
+    return number
+  }
+  const nginxInstalled = nginxVersion() !== undefined
+  const nginx = !values['no-nginx'] && nginxInstalled
+  const origin = values.origin ?? (nginx ? 'nginx' : 'node')
+  if (origin !== 'nginx' && origin !== 'node') throw new Error('--origin must be nginx or node')
+  if (origin === 'nginx' && !nginx) throw new Error('--origin nginx needs nginx installed (and no --no-nginx)')
+  return {
+    quick,
+    rounds: positive(values.rounds, quick ? 1 : 3, 'rounds'),
+    seconds: positive(values.seconds, quick ? 1 : 3, 'seconds'),
+    latencySeconds: quick ? 1 : 2,
+    warmupSeconds: 1,
+    slowSeconds: quick ? 5 : 24,
+    profileSeconds: quick ? 5 : 10,
+    origin,
+    nginx,
+    autocannon: values.autocannon || !wrkAvailable(),
+    profile: values.profile,
+  }
+}
+
+async function main(): Promise<void> {
+  let settings: Settings
+  try {
+    settings = parseSettings()
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n${USAGE}\n`)
+    process.exit(64)
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'vonage-media-proxy-bench-'))
+  const group = new ProcessGroup()
+  let cleaning: Promise<void> | undefined
+  let aborting = false
+  const cleanUp = () => {
+    cleaning ??= group.stopAll().finally(() => rmSync(dir, { recursive: true, force: true }))
+    return cleaning
+  }
+  const abort = (reason: string, code: number) => {
+    aborting = true
+    log(`\n${reason}: stopping every process the benchmark started`)
+    void cleanUp().finally(() => process.exit(code))
+  }
+  process.once('SIGINT', () => abort('interrupted', 130))
+  process.once('SIGTERM', () => abort('terminated', 143))
+  const watchdog = setTimeout(() => abort(`time limit of ${TIME_LIMIT_MS / 1000} s reached`, 1), TIME_LIMIT_MS)
+  watchdog.unref()
+  try {
+    await (settings.profile ? profileRun(settings, dir, group) : benchmarkRun(settings, dir, group))
+  } catch (err) {
+    if (aborting) return
+    log(`benchmark failed: ${err instanceof Error ? err.message : String(err)}`)
+    process.exitCode = 1
+  } finally {
+    clearTimeout(watchdog)
+    await cleanUp()
+  }
+}
+
+interface Machine {
+  cpu: string
+  cores: number
+  kernel: string
+  node: string
+  nginx: string | undefined
+  loadGenerator: string
+  pinning: string
+  loadAverageAtStart: number[]
+  notes: string[]
+}
+
+function describeSetup(settings: Settings): Machine {
+  const nginx = nginxVersion()
+  const notes: string[] = []
+  if (!nginx) notes.push('nginx is not installed: the nginx comparisons are skipped (apt-get install nginx)')
+  else if (!settings.nginx) notes.push('--no-nginx: the nginx comparisons are skipped')
+  if (settings.autocannon && !wrkAvailable())
+    notes.push('wrk is not installed: the load is generated in-process (autocannon, undici)')
+  if (pinningUnavailable) notes.push(`processes are not pinned to cores: ${pinningUnavailable}`)
+  for (const note of notes) log(`note: ${note}`)
+  return {
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cores: availableParallelism(),
+    kernel: release(),
+    node: process.version,
+    nginx: settings.nginx ? nginx : undefined,
+    loadGenerator: settings.autocannon ? `${inProcessGenerator.name}, in the harness process` : 'wrk -t1',
+    pinning: pinningUnavailable
+      ? `none (${pinningUnavailable})`
+      : `load generator and origin on core ${LOAD_CORE}, server under test on core ${SERVER_CORE}`,
+    loadAverageAtStart: loadavg(),
+    notes,
+  }
+}
+
+/** Starts the origin, the proxy and (when enabled) the two nginx reverse proxies. */
+async function startTargets(settings: Settings, dir: string, group: ProcessGroup): Promise<Environment> {
+  pinSelf(LOAD_CORE)
+  log('building the proxy (npx tsc -p tsconfig.build.json)')
+  buildProxy()
+  const key = throwawayKey(dir)
+  const root = prepareMedia(dir)
+  const origin = await startOrigin(group, { kind: settings.origin, dir, root })
+  log(`origin: ${origin.description} at ${origin.url}`)
+  const proxy = await startProxy(group, { dir, upstreamUrl: origin.url, keyPath: key.path })
+  log(`proxy: node dist/main.js at ${proxy.mediaUrl} (pid ${proxy.pid}), logging at info to a file, metrics on`)
+  const targets: Target[] = [
+    { name: 'direct', url: (size) => `${origin.url}/v3/media/${size.id}`, pids: origin.pids },
+    { name: 'proxy', url: (size) => `${proxy.mediaUrl}/media/${size.id}`, pids: [proxy.pid] },
+  ]
+  if (settings.nginx) {
+    const token = staticToken(key.pem)
+    for (const buffers of ['default', '64k'] as const) {
+      const name = `nginx-${buffers}` as const
+      const port = await freePort()
+      const nginx = await startNginx(group, {
+        name,
+        dir,
+        config: reverseProxyConfig(dir, name, port, origin.port, token, buffers),
+        port,
+        core: SERVER_CORE,
+      })
+      targets.push({ name, url: (size) => `${nginx.url}/media/${size.id}`, pids: nginx.pids })
+    }
+    log('nginx: reverse proxies with a static Authorization header, buffering off, keep-alive upstream')
+  }
+  const load = settings.autocannon ? inProcessGenerator : wrk(group, dir)
+  return { settings, dir, group, load, origin, proxy, targets }
+}
+
+/** One request per size and target: status 200, the right length, the right bytes. */
+async function checkTargetsServe(env: Environment): Promise<void> {
+  for (const size of BODY_SIZES) {
+    const expected = readFileSync(join(env.dir, 'media', 'v3', 'media', size.id))
+    for (const target of env.targets) {
+      const response = await fetch(target.url(size))
+      const body = Buffer.from(await response.arrayBuffer())
+      if (response.status !== 200 || !body.equals(expected)) {
+        throw new Error(`${target.name} ${size.label}: status ${response.status}, ${body.length} bytes: not the media`)
+      }
+    }
+  }
+}
+
+async function measureMemory(env: Environment): Promise<MemorySummary[]> {
+  const big = BODY_SIZES[BODY_SIZES.length - 1] as BodySize
+  const servers = env.targets.filter((target) => target.name !== 'direct')
+  await sleep(1_000)
+  log(
+    `memory: ${SLOW_CLIENTS} clients per server reading ${big.label} at ${SLOW_BYTES_PER_SECOND / 1e6} MB/s ` +
+      `(${servers.map((t) => t.name).join(', ')} at once, up to ${env.settings.slowSeconds} s)`,
+  )
+  const runs = servers.map(async (target) => {
+    const idleBytes = rssBytes(target.pids)
+    const sampler = new RssSampler(target.pids)
+    const result = await slowReaders({
+      url: target.url(big),
+      clients: SLOW_CLIENTS,
+      bytesPerSecond: SLOW_BYTES_PER_SECOND,
+      maxSeconds: env.settings.slowSeconds,
+    })
+    const peakBytes = sampler.stop()
+    return {
+      target: target.name,
+      idleBytes,
+      peakBytes,
+      aboveIdleBytes: peakBytes - idleBytes,
+      clients: result.clients,
+      completed: result.completed,
+      failed: result.failed,
+      meanBytesPerSecondPerClient: result.meanBytesPerSecondPerClient,
+    }
+  })
+  return Promise.all(runs)
+}
+
+/** One load run with the CPU time of the target's processes and of the origin around it. */
+async function measure(
+  env: Environment,
+  target: Target,
+  spec: LoadSpec,
+): Promise<Pick<Cell, 'load' | 'serverCpuSeconds' | 'originCpuSeconds'>> {
+  const serverBefore = cpuSeconds(target.pids)
+  const originBefore = cpuSeconds(env.origin.pids)
+  const load = await env.load.run(spec)
+  const serverCpuSeconds = cpuSeconds(target.pids) - serverBefore
+  const originCpuSeconds = cpuSeconds(env.origin.pids) - originBefore
+  await sleep(SETTLE_MS)
+  return { load, serverCpuSeconds, originCpuSeconds }
+}
+
+async function throughputRounds(env: Environment): Promise<Cell[]> {
+  const { settings } = env
+  log(`warm-up: ${settings.warmupSeconds} s per body size through the proxy`)
+  const proxy = env.targets.find((target) => target.name === 'proxy') as Target
+  for (const size of BODY_SIZES) {
+    await env.load.run({
+      url: proxy.url(size),
+      connections: size.connections,
+      durationSeconds: settings.warmupSeconds,
+      bodyBytes: size.bytes,
+    })
+  }
+  const cells: Cell[] = []
+  for (let round = 1; round <= settings.rounds; round++) {
+    // Rotate the order each round, so that no target always runs right after another.
+    const order = env.targets.map((_, i) => env.targets[(i + round - 1) % env.targets.length] as Target)
+    for (const size of BODY_SIZES) {
+      for (const target of order) {
+        const spec = {
+          url: target.url(size),
+          connections: size.connections,
+          durationSeconds: settings.seconds,
+          bodyBytes: size.bytes,
+        }
+        const measured = await measure(env, target, spec)
+        const cell: Cell = {
+          round,
+          size: size.label,
+          bodyBytes: size.bytes,
+          connections: size.connections,
+          target: target.name,
+          ...measured,
+        }
+        cells.push(cell)
+        log(
+          `round ${round}/${settings.rounds} ${size.label.padStart(6)} ${target.name.padEnd(13)} ` +
+            `${fmt(cell.load.reqPerSec).padStart(7)} req/s  ` +
+            `${fmt((cell.load.reqPerSec * size.bytes) / 1e6, 1).padStart(8)} MB/s  ` +
+            `${fmt((cell.serverCpuSeconds * 1e6) / Math.max(1, cell.load.requests), 1).padStart(8)} us CPU/req`,
+        )
+      }
+    }
+  }
+  return cells
+}
+
+async function latencyRounds(env: Environment): Promise<{ target: TargetName; round: number; load: LoadResult }[]> {
+  const small = BODY_SIZES[0] as BodySize
+  const targets = env.targets.filter((target) => LATENCY_TARGETS.includes(target.name))
+  log(`latency: concurrency 1, ${small.label}, ${env.settings.latencySeconds} s per run`)
+  const runs: { target: TargetName; round: number; load: LoadResult }[] = []
+  for (let round = 1; round <= env.settings.rounds; round++) {
+    for (const target of targets) {
+      const load = await env.load.run({
+        url: target.url(small),
+        connections: 1,
+        durationSeconds: env.settings.latencySeconds,
+      })
+      runs.push({ target: target.name, round, load })
+      await sleep(SETTLE_MS)
+    }
+  }
+  return runs
+}
+
+async function countSignatures(env: Environment, atStart: { signatures: number; requests: number }) {
+  const small = BODY_SIZES[0] as BodySize
+  log(`signatures: ${SIGNATURE_REQUESTS.toLocaleString('en-US')} requests through the proxy`)
+  const before = await readProxyMetrics(env.proxy.adminUrl)
+  const sent = await fixedRequests(`${env.proxy.mediaUrl}/media/${small.id}`, SIGNATURE_REQUESTS, small.connections)
+  const after = await readProxyMetrics(env.proxy.adminUrl)
+  if (sent.failed > 0) log(`warning: ${sent.failed} of the signature-count requests failed`)
+  const signatures = after.signatures - before.signatures
+  const summary: SignatureSummary = {
+    requests: sent.requests,
+    signatures,
+    per10k: (signatures * 10_000) / Math.max(1, sent.requests),
+    wholeRun: { requests: after.requests - atStart.requests, signatures: after.signatures - atStart.signatures },
+  }
+  return summary
+}
+
+function writeResults(stamp: string, results: object): string {
+  mkdirSync(RESULTS_DIR, { recursive: true })
+  const file = join(RESULTS_DIR, `${stamp}.json`)
+  writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`)
+  return file
+}
+
+const timestamp = () => new Date().toISOString().replace(/[:.]/g, '-')
+
+async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup): Promise<void> {
+  const startedAt = new Date()
+  const stamp = timestamp()
+  const machine = describeSetup(settings)
+  const estimate =
+    BODY_SIZES.length * (4 + settings.rounds * (settings.seconds + 0.3) * (settings.nginx ? 4 : 2)) +
+    settings.rounds * (settings.latencySeconds + 0.3) * (settings.nginx ? 3 : 2) +
+    settings.slowSeconds +
+    15
+  log(`estimated time: about ${Math.round(estimate)} s`)
+
+  const env = await startTargets(settings, dir, group)
+  await checkTargetsServe(env)
+  const atStart = await readProxyMetrics(env.proxy.adminUrl)
+  const proxyRssAtStart = rssBytes([env.proxy.pid])
+
+  const memory = await measureMemory(env)
+  const cells = await throughputRounds(env)
+  const latencyRuns = await latencyRounds(env)
+  const signatures = await countSignatures(env, atStart)
+  const proxyRssAtEnd = rssBytes([env.proxy.pid])
+  const proxyLogBytes = statSync(env.proxy.logFile).size
+
+  const summaries = summarise(cells)
+  const latency: LatencySummary[] = summariseLatency(latencyRuns)
+  const targets = checkTargets(summaries, latency, memory, signatures)
+  const finishedAt = new Date()
+
+  const MiB = 1024 * 1024
+  const header = [
+    '',
+    `vonage-media-proxy benchmark: ${settings.rounds} interleaved round(s), medians; ${settings.seconds} s per run`,
+    `origin: ${env.origin.description} (isolates the proxy's own cost)`,
+    `load: ${machine.loadGenerator}; ${machine.pinning}`,
+    `machine: ${machine.cores} x ${machine.cpu}, node ${process.version}` +
+      (settings.nginx ? `, nginx ${machine.nginx}` : '') +
+      `; load average ${loadavg()
+        .map((value) => value.toFixed(2))
+        .join(' ')} (other work on the machine makes absolute figures noisy: compare ratios)`,
+    'CPU us/req: server CPU (user+system, /proc) per request: the proxy, the nginx master+worker, or the origin for direct',
+    '',
+  ]
+  const out = [
+    ...header,
+    throughputTable(summaries),
+    '',
+    `Added latency at concurrency 1 (${BODY_SIZES[0]?.label}), medians of ${settings.rounds} run(s):`,
+    latencyTable(latency),
+    '',
+    `Memory (VmRSS) with ${SLOW_CLIENTS} clients reading ${BODY_SIZES[BODY_SIZES.length - 1]?.label} at ` +
+      `${SLOW_BYTES_PER_SECOND / 1e6} MB/s each, for at most ${settings.slowSeconds} s ` +
+      '(idle: after start-up and one request per size); ' +
+      `proxy RSS after the whole run: ${fmt(proxyRssAtEnd / MiB, 1)} MiB`,
+    memoryTable(memory),
+    '',
+    `RS256 signatures: ${signatures.signatures} during ${fmt(signatures.requests)} requests ` +
+      `(${fmt(signatures.per10k, 1)} per 10,000); whole run: ${signatures.wholeRun.signatures} for ` +
+      `${fmt(signatures.wholeRun.requests)} requests, plus 1 at start-up`,
+    '',
+    targetsTable(targets),
+    '',
+  ]
+  process.stdout.write(out.join('\n'))
+
+  const file = writeResults(stamp, {
+    startedAt: startedAt.toISOString(),
+    finishedAt: finishedAt.toISOString(),
+    wallSeconds: (finishedAt.getTime() - startedAt.getTime()) / 1000,
+    settings,
+    machine: { ...machine, loadAverageAtEnd: loadavg() },
+    origin: { kind: env.origin.kind, description: env.origin.description },
+    proxy: {
+      command: 'node dist/main.js',
+      environment: { LOG_LEVEL: 'info', NODE_ENV: 'production', JWT_TTL_SECONDS: 'default' },
+      rssAtStartBytes: proxyRssAtStart,
+      rssAtEndBytes: proxyRssAtEnd,
+      logBytes: proxyLogBytes,
+    },
+    bodySizes: BODY_SIZES,
+    targets: TARGETS.filter((name) => env.targets.some((target) => target.name === name)),
+    summary: summaries,
+    latency: { summary: latency, runs: latencyRuns },
+    memory,
+    signatures,
+    targetChecks: targets,
+    cells,
+  })
+  log(`raw results: ${file}`)
+}
+
+async function profileRun(settings: Settings, dir: string, group: ProcessGroup): Promise<void> {
+  const stamp = timestamp()
+  describeSetup(settings)
+  pinSelf(LOAD_CORE)
+  log('building the proxy (npx tsc -p tsconfig.build.json)')
+  buildProxy()
+  const key = throwawayKey(dir)
+  const origin = await startOrigin(group, { kind: settings.origin, dir, root: prepareMedia(dir) })
+  const profileDir = join(dir, 'profile')
+  const proxy = await startProxy(group, {
+    dir,
+    upstreamUrl: origin.url,
+    keyPath: key.path,
+    nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${profileDir}`],
+  })
+  const load = settings.autocannon ? inProcessGenerator : wrk(group, dir)
+  const small = BODY_SIZES[0] as BodySize
+  const url = `${proxy.mediaUrl}/media/${small.id}`
+  log(`profiling: ${small.label}, ${small.connections} connections, ${settings.profileSeconds} s (after a warm-up)`)
+  await load.run({ url, connections: small.connections, durationSeconds: settings.warmupSeconds })
+  const result = await load.run({ url, connections: small.connections, durationSeconds: settings.profileSeconds })
+  const exit = await group.stop(proxy.child, 'SIGTERM')
+  const written = readdirSync(profileDir).filter((name) => name.endsWith('.cpuprofile'))
+  if (exit !== 0 || written.length === 0) throw new Error(`the proxy exited with ${exit} and wrote no CPU profile`)
+  mkdirSync(RESULTS_DIR, { recursive: true })
+  const kept = join(RESULTS_DIR, `${stamp}.cpuprofile`)
+  copyFileSync(join(profileDir, written[0] as string), kept)
+  const summary = summariseProfile(kept)
+  const busy = summary.totalMs - summary.idleMs
+  process.stdout.write(
+    [
+      '',
+      `proxy under ${fmt(result.reqPerSec)} req/s of ${small.label} (profiler on: slower than unprofiled); ` +
+        `${fmt(busy)} ms busy of ${fmt(summary.totalMs)} ms profiled`,
+      'top 10 functions by self time (share of busy time):',
+      ...summary.top.map(
+        (fn) => `${fmt(fn.selfPercent, 1).padStart(6)} %  ${fmt(fn.selfMs).padStart(7)} ms  ${fn.name}  ${fn.location}`,
+      ),
+      '',
+      'self time by package or file:',
+      ...summary.byPackage.map((owner) => `${fmt(owner.selfPercent, 1).padStart(6)} %  ${owner.name}`),
+      '',
+      `flame graph: open ${kept} in Chrome DevTools (Performance) or https://www.speedscope.app`,
+      '',
+    ].join('\n'),
+  )
+  const file = writeResults(`${stamp}-profile`, { settings, load: result, profile: kept, summary })
+  log(`raw results: ${file}`)
+}
+
+await main()
