@@ -2,60 +2,14 @@
 // new connections are refused, in-flight downloads finish intact, then exit 0; past
 // SHUTDOWN_GRACE_MS the rest are cut (and logged as aborted); a second signal exits at once.
 import assert from 'node:assert/strict'
-import { type ChildProcess, spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { get, type IncomingMessage } from 'node:http'
-import { type TestContext, test } from 'node:test'
+import { test } from 'node:test'
 import { request } from 'undici'
 import { syntheticStream } from '../src/emulator/media-store.js'
-import { MEDIA_ID, proxyEnv, startEmulator, waitFor } from './helpers.js'
+import { MEDIA_ID, proxyEnv, spawnProxy, startEmulator, waitFor } from './helpers.js'
 
 const SIZE = 16 * 1024 * 1024
-
-interface ProxyProcess {
-  child: ChildProcess
-  mediaUrl: string
-  adminUrl: string
-  stdout: () => string
-  exited: Promise<number | null>
-}
-
-async function spawnProxy(
-  t: TestContext,
-  upstreamUrl: string,
-  env: Record<string, string> = {},
-): Promise<ProxyProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    env: { PATH: process.env.PATH ?? '', ...proxyEnv(upstreamUrl, env) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  t.after(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  })
-  let out = ''
-  child.stdout?.on('data', (chunk) => {
-    out += chunk
-  })
-  child.stderr?.resume()
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-  const listening = await waitFor(
-    () =>
-      out
-        .split('\n')
-        .filter((line) => line.startsWith('{'))
-        .map((line) => JSON.parse(line) as { msg: string; mediaUrl?: string; adminUrl?: string })
-        .find((line) => line.msg === 'vonage-media-proxy listening'),
-    'the proxy process to listen',
-    15_000,
-  )
-  return {
-    child,
-    mediaUrl: listening.mediaUrl as string,
-    adminUrl: listening.adminUrl as string,
-    stdout: () => out,
-    exited,
-  }
-}
 
 /** Starts a download and stops reading after the headers, so it stays in flight. */
 function pausedDownload(url: string): Promise<IncomingMessage> {
@@ -110,7 +64,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   test(`${signal}: readiness fails at once, new connections are refused, the download in flight completes, exit 0`, async (t) => {
     const emulator = await startEmulator(t)
     emulator.media.addSynthetic(MEDIA_ID, SIZE)
-    const proxy = await spawnProxy(t, emulator.url, { SHUTDOWN_GRACE_MS: '10000' })
+    const proxy = await spawnProxy(t, proxyEnv(emulator.url, { SHUTDOWN_GRACE_MS: '10000' }))
     assert.equal(await readyStatus(proxy.adminUrl), 200)
 
     const download = await pausedDownload(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
@@ -129,7 +83,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
 test('past SHUTDOWN_GRACE_MS the remaining response is cut, logged as aborted, and the exit is still 0', async (t) => {
   const emulator = await startEmulator(t)
   emulator.media.addSynthetic(MEDIA_ID, SIZE)
-  const proxy = await spawnProxy(t, emulator.url, { SHUTDOWN_GRACE_MS: '300' })
+  const proxy = await spawnProxy(t, proxyEnv(emulator.url, { SHUTDOWN_GRACE_MS: '300' }))
   const download = await pausedDownload(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
 
   proxy.child.kill('SIGTERM')
@@ -148,7 +102,7 @@ test('past SHUTDOWN_GRACE_MS the remaining response is cut, logged as aborted, a
 test('POST /quitquitquit answers 202 and drains like SIGTERM', async (t) => {
   const emulator = await startEmulator(t)
   emulator.media.addSynthetic(MEDIA_ID, SIZE)
-  const proxy = await spawnProxy(t, emulator.url)
+  const proxy = await spawnProxy(t, proxyEnv(emulator.url))
   const download = await pausedDownload(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
 
   const res = await request(`${proxy.adminUrl}/quitquitquit`, { method: 'POST', reset: true })
@@ -162,7 +116,7 @@ test('POST /quitquitquit answers 202 and drains like SIGTERM', async (t) => {
 test('a second signal exits at once, without waiting for the drain', async (t) => {
   const emulator = await startEmulator(t)
   emulator.media.addSynthetic(MEDIA_ID, SIZE)
-  const proxy = await spawnProxy(t, emulator.url, { SHUTDOWN_GRACE_MS: '60000' })
+  const proxy = await spawnProxy(t, proxyEnv(emulator.url, { SHUTDOWN_GRACE_MS: '60000' }))
   const download = await pausedDownload(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
   download.on('error', () => undefined)
 

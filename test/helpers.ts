@@ -1,12 +1,16 @@
 // Shared test fixtures: a throwaway key pair, the emulator and the proxy on 127.0.0.1 port 0
 // (both closed by the test that started them), log capture, and bounded polling.
-import { spawn } from 'node:child_process'
+import { type ChildProcessByStdio, spawn } from 'node:child_process'
 import { generateKeyPairSync, type KeyObject } from 'node:crypto'
-import { Writable } from 'node:stream'
+import { type Readable, Writable } from 'node:stream'
 import type { TestContext } from 'node:test'
+import { fileURLToPath } from 'node:url'
 import { type AppDeps, buildApp, type ProxyApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
 import { VonageEmulator } from '../src/emulator/emulator.js'
+
+/** The repository root: where src/main.ts is run from. */
+export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url))
 
 export const APPLICATION_ID = 'aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee'
 export const MEDIA_ID = '1b456509-974c-458b-aafa-45fc48a4d976'
@@ -129,6 +133,7 @@ export interface ProcessResult {
 export function runMain(args: string[], env: Record<string, string>, timeoutMs = 20_000): Promise<ProcessResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', ...args], {
+      cwd: REPO_ROOT,
       env: { PATH: process.env.PATH ?? '', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
@@ -150,4 +155,67 @@ export function runMain(args: string[], env: Record<string, string>, timeoutMs =
       resolve({ code, stdout, stderr })
     })
   })
+}
+
+export interface ProxyProcess {
+  child: ChildProcessByStdio<null, Readable, Readable>
+  pid: number
+  mediaUrl: string
+  adminUrl: string
+  /** Everything the process wrote so far. */
+  stdout: () => string
+  stderr: () => string
+  /** Resolves with the exit code (null when killed by a signal). */
+  exited: Promise<number | null>
+}
+
+/**
+ * src/main.ts as a real process (through tsx), with exactly this environment; resolves once
+ * it logs its listening line (use PORT=0 and ADMIN_PORT=0). Killed after the test.
+ */
+export async function spawnProxy(t: TestContext, env: Record<string, string>): Promise<ProxyProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: REPO_ROOT,
+    env: { PATH: process.env.PATH ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  t.after(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    await exited
+  })
+  // Keep reading both pipes, or a full pipe would stall the proxy.
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (chunk) => {
+    stdout += chunk
+  })
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk
+  })
+  let exitedEarly = false
+  void exited.then(() => {
+    exitedEarly = true
+  })
+  const listening = await waitFor(
+    () => {
+      if (exitedEarly) throw new Error(`proxy exited before listening; stderr: ${stderr}`)
+      return stdout
+        .split('\n')
+        .filter((line) => line.startsWith('{'))
+        .map((line) => JSON.parse(line) as { msg?: string; mediaUrl?: string; adminUrl?: string })
+        .find((line) => line.msg === 'vonage-media-proxy listening')
+    },
+    'the proxy process to listen',
+    20_000,
+  )
+  return {
+    child,
+    pid: child.pid as number,
+    mediaUrl: listening.mediaUrl as string,
+    adminUrl: listening.adminUrl as string,
+    stdout: () => stdout,
+    stderr: () => stderr,
+    exited,
+  }
 }

@@ -1,15 +1,11 @@
 // Bodies of 1 KiB to 256 MiB arrive byte-identical, and the proxy's RSS does not grow with the body.
 import assert from 'node:assert/strict'
-import { type ChildProcessByStdio, spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { createInterface } from 'node:readline'
-import type { Readable } from 'node:stream'
-import { type TestContext, test } from 'node:test'
-import { fileURLToPath } from 'node:url'
+import { test } from 'node:test'
 import { request } from 'undici'
 import { syntheticStream } from '../src/emulator/media-store.js'
-import { proxyEnv, startEmulator, startProxy } from './helpers.js'
+import { proxyEnv, spawnProxy, startEmulator, startProxy } from './helpers.js'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -17,7 +13,6 @@ const BIG = 256 * MiB
 /** How far the proxy's RSS may rise above its idle level while it streams BIG. */
 const RSS_HEADROOM = 64 * MiB
 const RSS_SAMPLE_MS = 50
-const REPO = fileURLToPath(new URL('..', import.meta.url))
 
 const expectedHashes = new Map<number, Promise<string>>()
 
@@ -54,50 +49,6 @@ function residentBytes(pid: number): number {
   const kib = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]
   if (kib === undefined) throw new Error(`no VmRSS for pid ${pid}`)
   return Number(kib) * KiB
-}
-
-interface ProxyProcess {
-  pid: number
-  mediaUrl: string
-}
-
-/**
- * The proxy as a process of its own (src/main.ts through tsx), so that its RSS is the proxy's
- * alone: in this process the emulator's chunks and the client's hashing share the heap and make
- * the number wander with GC timing. Resolves once main.ts logs its listening line.
- */
-async function spawnProxy(t: TestContext, env: Record<string, string>): Promise<ProxyProcess> {
-  const child: ChildProcessByStdio<null, Readable, Readable> = spawn(
-    process.execPath,
-    ['--import', 'tsx', 'src/main.ts'],
-    { cwd: REPO, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
-  )
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-  t.after(async () => {
-    child.kill('SIGKILL')
-    await exited
-  })
-  let stderr = ''
-  child.stderr.on('data', (chunk) => {
-    stderr += chunk
-  })
-  // Keep reading every log line, or a full pipe would stall the proxy.
-  const lines = createInterface({ input: child.stdout })
-  const mediaUrl = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`proxy did not start in 20 s; stderr: ${stderr}`)), 20_000)
-    lines.on('line', (line) => {
-      const entry = JSON.parse(line) as { msg?: string; mediaUrl?: string }
-      if (entry.msg === 'vonage-media-proxy listening' && entry.mediaUrl) {
-        clearTimeout(timer)
-        resolve(entry.mediaUrl)
-      }
-    })
-    void exited.then(() => {
-      clearTimeout(timer)
-      reject(new Error(`proxy exited before listening; stderr: ${stderr}`))
-    })
-  })
-  return { pid: child.pid as number, mediaUrl }
 }
 
 test('bodies of 1 KiB, 1 MiB, an odd size and 256 MiB arrive byte-identical', { timeout: 120_000 }, async (t) => {

@@ -1,21 +1,17 @@
 // Upstream TLS is verified: a self-signed upstream gets 502, unless its CA is given in NODE_EXTRA_CA_CERTS.
 import assert from 'node:assert/strict'
-import { type ChildProcessByStdio, execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import { createServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
-import type { Readable } from 'node:stream'
 import { type TestContext, test } from 'node:test'
-import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
 import type { VonageEmulator } from '../src/emulator/emulator.js'
-import { MEDIA_ID, proxyEnv, startEmulator, startProxy, waitFor } from './helpers.js'
+import { MEDIA_ID, proxyEnv, spawnProxy, startEmulator, startProxy, waitFor } from './helpers.js'
 
-const REPO = fileURLToPath(new URL('..', import.meta.url))
 const SIZE = 4096
 
 interface HttpsUpstream {
@@ -101,44 +97,6 @@ async function startHttpsUpstream(
   return upstream
 }
 
-/**
- * src/main.ts as a real process: Node reads NODE_EXTRA_CA_CERTS only at start-up, so a CA
- * cannot be added to a proxy running in this process. Resolves with the media URL from its
- * listening log line; the process is killed after the test.
- */
-async function spawnProxy(t: TestContext, env: Record<string, string>): Promise<string> {
-  const child: ChildProcessByStdio<null, Readable, Readable> = spawn(
-    process.execPath,
-    ['--import', 'tsx', 'src/main.ts'],
-    { cwd: REPO, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
-  )
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-  t.after(async () => {
-    child.kill('SIGKILL')
-    await exited
-  })
-  let stderr = ''
-  child.stderr.on('data', (chunk) => {
-    stderr += chunk
-  })
-  // Keep reading every log line, or a full pipe would stall the proxy.
-  const lines = createInterface({ input: child.stdout })
-  return new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`proxy did not start in 20 s; stderr: ${stderr}`)), 20_000)
-    lines.on('line', (line) => {
-      const entry = JSON.parse(line) as { msg?: string; mediaUrl?: string }
-      if (entry.msg === 'vonage-media-proxy listening' && entry.mediaUrl) {
-        clearTimeout(timer)
-        resolve(entry.mediaUrl)
-      }
-    })
-    void exited.then(() => {
-      clearTimeout(timer)
-      reject(new Error(`proxy exited before listening; stderr: ${stderr}`))
-    })
-  })
-}
-
 async function assertRefused(mediaUrl: string, upstream: HttpsUpstream, emulator: VonageEmulator): Promise<void> {
   const res = await request(`${mediaUrl}/media/${MEDIA_ID}`)
   const text = await res.body.text()
@@ -169,7 +127,7 @@ test('a proxy process without the CA refuses the self-signed upstream', async (t
   const emulator = await startEmulator(t)
   emulator.media.addSynthetic(MEDIA_ID, SIZE)
   const upstream = await startHttpsUpstream(t, emulator, makeCertificate(t))
-  const mediaUrl = await spawnProxy(t, proxyEnv(upstream.url))
+  const { mediaUrl } = await spawnProxy(t, proxyEnv(upstream.url))
 
   await assertRefused(mediaUrl, upstream, emulator)
 })
@@ -179,7 +137,7 @@ test('the self-signed upstream is accepted when its CA is supplied with NODE_EXT
   emulator.media.addSynthetic(MEDIA_ID, SIZE)
   const certificate = makeCertificate(t)
   const upstream = await startHttpsUpstream(t, emulator, certificate)
-  const mediaUrl = await spawnProxy(t, { ...proxyEnv(upstream.url), NODE_EXTRA_CA_CERTS: certificate.certPath })
+  const { mediaUrl } = await spawnProxy(t, { ...proxyEnv(upstream.url), NODE_EXTRA_CA_CERTS: certificate.certPath })
 
   const res = await request(`${mediaUrl}/media/${MEDIA_ID}`)
   const body = Buffer.from(await res.body.arrayBuffer())
