@@ -11,6 +11,11 @@ const UPSTREAM_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 
 export type KeyReloadResult = 'success' | 'failure'
 
+interface RequestSeries {
+  requests: Counter.Internal
+  duration: Histogram.Internal<'method' | 'route' | 'status'>
+}
+
 export class Metrics {
   readonly registry = new Registry()
   readonly #requests = new Counter({
@@ -90,15 +95,38 @@ export class Metrics {
     }
   }
 
+  /** Child series looked up once per label set, not per request (the label sets are bounded). */
+  readonly #requestSeries = new Map<string, RequestSeries>()
+  readonly #bytesSeries = new Map<string, Counter.Internal>()
+  readonly #upstreamSeries = new Map<number, Histogram.Internal<'status'>>()
+
   observeRequest(method: string, route: string, status: number, seconds: number, bytes: number): void {
-    const labels = { method, route, status: String(status) }
-    this.#requests.inc(labels)
-    this.#duration.observe(labels, seconds)
-    if (bytes > 0) this.#responseBytes.inc({ route }, bytes)
+    const key = `${method} ${route} ${status}`
+    let series = this.#requestSeries.get(key)
+    if (!series) {
+      const labels = { method, route, status: String(status) }
+      series = { requests: this.#requests.labels(labels), duration: this.#duration.labels(labels) }
+      this.#requestSeries.set(key, series)
+    }
+    series.requests.inc()
+    series.duration.observe(seconds)
+    if (bytes > 0) {
+      let sent = this.#bytesSeries.get(route)
+      if (!sent) {
+        sent = this.#responseBytes.labels({ route })
+        this.#bytesSeries.set(route, sent)
+      }
+      sent.inc(bytes)
+    }
   }
 
   observeUpstream(status: number, seconds: number): void {
-    this.#upstreamLatency.observe({ status: String(status) }, seconds)
+    let series = this.#upstreamSeries.get(status)
+    if (!series) {
+      series = this.#upstreamLatency.labels({ status: String(status) })
+      this.#upstreamSeries.set(status, series)
+    }
+    series.observe(seconds)
   }
 
   countRetry(reason: RetryReason): void {
