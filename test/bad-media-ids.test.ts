@@ -1,45 +1,7 @@
 // Bad media ids get 400, other methods 405 with Allow, other paths 404; none reaches upstream.
 import assert from 'node:assert/strict'
-import { connect } from 'node:net'
 import { test } from 'node:test'
-import { MEDIA_ID, startEmulator, startProxy, waitFor } from './helpers.js'
-
-interface RawResponse {
-  status: number
-  headers: Record<string, string>
-  body: Buffer
-}
-
-/**
- * Sends one request over a bare TCP socket, so the path reaches the proxy byte for byte (no
- * client resolves `..` or re-encodes `%2F`), and reads the response until the proxy closes.
- */
-function rawRequest(baseUrl: string, method: string, path: string, body = ''): Promise<RawResponse> {
-  const { hostname, port } = new URL(baseUrl)
-  return new Promise((resolve, reject) => {
-    const socket = connect(Number(port), hostname)
-    const chunks: Buffer[] = []
-    socket.setTimeout(5_000, () => socket.destroy(new Error(`no complete answer to ${method} ${path}`)))
-    socket.on('data', (chunk: Buffer) => chunks.push(chunk))
-    socket.once('error', reject)
-    socket.once('end', () => {
-      const data = Buffer.concat(chunks)
-      const split = data.indexOf('\r\n\r\n')
-      if (split === -1) return reject(new Error(`no response head for ${method} ${path}`))
-      const [statusLine = '', ...lines] = data.subarray(0, split).toString('latin1').split('\r\n')
-      const headers: Record<string, string> = {}
-      for (const line of lines) {
-        const colon = line.indexOf(':')
-        const name = line.slice(0, colon).trim().toLowerCase()
-        const value = line.slice(colon + 1).trim()
-        headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`
-      }
-      resolve({ status: Number(statusLine.split(' ')[1]), headers, body: data.subarray(split + 4) })
-    })
-    const length = body ? `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` : ''
-    socket.write(`${method} ${path} HTTP/1.1\r\nHost: ${hostname}:${port}\r\n${length}Connection: close\r\n\r\n${body}`)
-  })
-}
+import { MEDIA_ID, type RawResponse, rawRequest, startEmulator, startProxy, waitFor } from './helpers.js'
 
 /** Asserts an RFC 9457 problem made by the proxy, whose requestId is the echoed X-Request-Id. */
 function assertProblem(res: RawResponse, status: number, what: string): void {
@@ -111,7 +73,7 @@ test('another method on a media path gets 405 with Allow: GET, HEAD and nothing 
   for (const prefix of ['/media/', '/v3/media/']) {
     for (const method of ['POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']) {
       const what = `${method} ${prefix}<uuid>`
-      const res = await rawRequest(proxy.mediaUrl, method, `${prefix}${MEDIA_ID}`, '{}')
+      const res = await rawRequest(proxy.mediaUrl, method, `${prefix}${MEDIA_ID}`, { body: '{}' })
       assertProblem(res, 405, what)
       assert.equal(res.headers.allow, 'GET, HEAD', what)
     }

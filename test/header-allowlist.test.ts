@@ -2,11 +2,11 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { createServer, request as httpRequest, type OutgoingHttpHeaders } from 'node:http'
-import { type AddressInfo, connect } from 'node:net'
+import type { AddressInfo } from 'node:net'
 import { type TestContext, test } from 'node:test'
 import { request } from 'undici'
 import type { RecordedRequest, VonageEmulator } from '../src/emulator/emulator.js'
-import { MEDIA_ID, startEmulator, startProxy, waitFor } from './helpers.js'
+import { MEDIA_ID, rawRequest, startEmulator, startProxy, waitFor } from './helpers.js'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const UNKNOWN_ID = '00000000-0000-4000-8000-00000000dead'
@@ -85,44 +85,6 @@ async function startNoisyUpstream(t: TestContext, emulator: VonageEmulator): Pro
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
 }
 
-interface RawResponse {
-  status: number
-  /** Header lines as sent, names lower-cased, repeated names kept. */
-  lines: [string, string][]
-  headers: Record<string, string>
-  body: Buffer
-}
-
-/**
- * One request over a bare socket: exactly these header lines are sent (no client adds, merges
- * or refuses any, Connection-listed ones included), and the proxy closes the connection after.
- */
-function rawRequest(baseUrl: string, method: string, path: string, headerLines: string[]): Promise<RawResponse> {
-  const { hostname, port } = new URL(baseUrl)
-  return new Promise((resolve, reject) => {
-    const socket = connect(Number(port), hostname)
-    const chunks: Buffer[] = []
-    socket.setTimeout(5_000, () => socket.destroy(new Error(`no complete answer to ${method} ${path}`)))
-    socket.on('data', (chunk: Buffer) => chunks.push(chunk))
-    socket.once('error', reject)
-    socket.once('end', () => {
-      const data = Buffer.concat(chunks)
-      const split = data.indexOf('\r\n\r\n')
-      if (split === -1) return reject(new Error(`no response head for ${method} ${path}`))
-      const [statusLine = '', ...rest] = data.subarray(0, split).toString('latin1').split('\r\n')
-      const lines = rest.map((line): [string, string] => {
-        const colon = line.indexOf(':')
-        return [line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim()]
-      })
-      const headers: Record<string, string> = {}
-      for (const [name, value] of lines)
-        headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`
-      resolve({ status: Number(statusLine.split(' ')[1]), lines, headers, body: data.subarray(split + 4) })
-    })
-    socket.write(`${method} ${path} HTTP/1.1\r\n${headerLines.map((line) => `${line}\r\n`).join('')}\r\n`)
-  })
-}
-
 async function answered(emulator: VonageEmulator, index: number): Promise<RecordedRequest> {
   return waitFor(
     () => (emulator.requests[index]?.closed ? emulator.requests[index] : undefined),
@@ -147,35 +109,37 @@ test('only the allowlisted request headers, a valid token and the bare path reac
   const clientToken = 'Bearer client-secret-token'
   const oldDate = new Date(item.lastModified.getTime() - 86_400_000).toUTCString()
 
-  const res = await rawRequest(proxy.mediaUrl, 'GET', `/media/${MEDIA_ID}?api_key=client-secret&token=abc&x=%2F..`, [
-    'Host: client-chosen.example',
-    `Authorization: ${clientToken}`,
-    'Cookie: session=client-cookie',
-    'Proxy-Authorization: Basic Y2xpZW50OnNlY3JldA==',
-    'Connection: close, X-Hop-Header',
-    'X-Hop-Header: listed-in-connection',
-    'Keep-Alive: timeout=1',
-    'TE: trailers',
-    'X-Forwarded-For: 10.1.2.3',
-    'X-Forwarded-Host: client-chosen.example',
-    'X-Forwarded-Proto: https',
-    'Forwarded: for=10.1.2.3',
-    'X-Real-IP: 10.1.2.3',
-    'Via: 1.1 client-proxy',
-    'User-Agent: client-agent/1.0',
-    'Accept-Encoding: gzip, br',
-    'Accept-Language: en',
-    'Referer: https://client.example/page',
-    'Origin: https://client.example',
-    'X-Custom: anything',
-    'X-Api-Key: client-secret',
-    'Range: bytes=0-99',
-    `If-Range: ${item.etag}`,
-    'If-None-Match: "not-the-current-etag"',
-    `If-Modified-Since: ${oldDate}`,
-    'Accept: application/octet-stream',
-    'X-Request-Id: client-req-42',
-  ])
+  const res = await rawRequest(proxy.mediaUrl, 'GET', `/media/${MEDIA_ID}?api_key=client-secret&token=abc&x=%2F..`, {
+    headerLines: [
+      'Host: client-chosen.example',
+      `Authorization: ${clientToken}`,
+      'Cookie: session=client-cookie',
+      'Proxy-Authorization: Basic Y2xpZW50OnNlY3JldA==',
+      'Connection: close, X-Hop-Header',
+      'X-Hop-Header: listed-in-connection',
+      'Keep-Alive: timeout=1',
+      'TE: trailers',
+      'X-Forwarded-For: 10.1.2.3',
+      'X-Forwarded-Host: client-chosen.example',
+      'X-Forwarded-Proto: https',
+      'Forwarded: for=10.1.2.3',
+      'X-Real-IP: 10.1.2.3',
+      'Via: 1.1 client-proxy',
+      'User-Agent: client-agent/1.0',
+      'Accept-Encoding: gzip, br',
+      'Accept-Language: en',
+      'Referer: https://client.example/page',
+      'Origin: https://client.example',
+      'X-Custom: anything',
+      'X-Api-Key: client-secret',
+      'Range: bytes=0-99',
+      `If-Range: ${item.etag}`,
+      'If-None-Match: "not-the-current-etag"',
+      `If-Modified-Since: ${oldDate}`,
+      'Accept: application/octet-stream',
+      'X-Request-Id: client-req-42',
+    ],
+  })
   assert.equal(res.status, 206)
   assert.deepEqual(res.body, expectedBytes(0, 99))
 
@@ -215,7 +179,9 @@ test('only the allowlisted response headers reach the client', async (t) => {
     assert.ok(direct.headers[name], `the upstream sends ${name}`)
   }
 
-  const full = await rawRequest(proxy.mediaUrl, 'GET', `/media/${MEDIA_ID}`, ['Host: proxy', 'Connection: close'])
+  const full = await rawRequest(proxy.mediaUrl, 'GET', `/media/${MEDIA_ID}`, {
+    headerLines: ['Host: proxy', 'Connection: close'],
+  })
   assert.equal(full.status, 200)
   assert.equal(sha256(full.body), sha256(expectedBytes(0, 4095)))
   const names = full.lines.map(([name]) => name)
@@ -300,7 +266,9 @@ test('a valid X-Request-Id is sent upstream and echoed; an invalid one is replac
 
   for (const [index, [lines, kept]] of cases.entries()) {
     const what = lines.join(' | ') || 'no X-Request-Id'
-    const res = await rawRequest(proxy.mediaUrl, 'GET', path, ['Host: proxy', 'Connection: close', ...lines])
+    const res = await rawRequest(proxy.mediaUrl, 'GET', path, {
+      headerLines: ['Host: proxy', 'Connection: close', ...lines],
+    })
     assert.equal(res.status, 200, what)
     const echoed = res.headers['x-request-id']
     assert.equal(res.lines.filter(([name]) => name === 'x-request-id').length, 1, `${what}: one X-Request-Id`)
@@ -333,7 +301,7 @@ test('every response carries X-Request-Id, and problem bodies name the same id',
   for (const [what, base, requestLine, status] of cases) {
     const [line = '', ...extra] = requestLine.split('\r\n')
     const [method = 'GET', path = '/'] = line.split(' ')
-    const res = await rawRequest(base, method, path, ['Host: proxy', 'Connection: close', ...extra])
+    const res = await rawRequest(base, method, path, { headerLines: ['Host: proxy', 'Connection: close', ...extra] })
     assert.equal(res.status, status, what)
     const id = res.headers['x-request-id']
     assert.match(id ?? '', UUID, `${what}: X-Request-Id`)

@@ -2,6 +2,7 @@
 // (both closed by the test that started them), log capture, and bounded polling.
 import { type ChildProcessByStdio, spawn } from 'node:child_process'
 import { generateKeyPairSync, type KeyObject } from 'node:crypto'
+import { connect } from 'node:net'
 import { type Readable, Writable } from 'node:stream'
 import type { TestContext } from 'node:test'
 import { fileURLToPath } from 'node:url'
@@ -218,4 +219,56 @@ export async function spawnProxy(t: TestContext, env: Record<string, string>): P
     stderr: () => stderr,
     exited,
   }
+}
+
+export interface RawResponse {
+  status: number
+  /** Header lines as received, names lower-cased, repeated names kept. */
+  lines: [string, string][]
+  /** Repeated names joined with ", ". */
+  headers: Record<string, string>
+  body: Buffer
+}
+
+/**
+ * One request over a bare TCP socket, so that the path and exactly these header lines reach
+ * the proxy byte for byte (no client resolves `..`, re-encodes `%2F`, or adds or merges a
+ * header); reads the response until the connection closes. Without headerLines it sends Host
+ * and Connection: close; with a body, Content-Type and Content-Length too.
+ */
+export function rawRequest(
+  baseUrl: string,
+  method: string,
+  path: string,
+  options: { headerLines?: string[]; body?: string } = {},
+): Promise<RawResponse> {
+  const { hostname, port } = new URL(baseUrl)
+  const body = options.body ?? ''
+  const headerLines = options.headerLines ?? [
+    `Host: ${hostname}:${port}`,
+    ...(body ? ['Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body)}`] : []),
+    'Connection: close',
+  ]
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname)
+    const chunks: Buffer[] = []
+    socket.setTimeout(5_000, () => socket.destroy(new Error(`no complete answer to ${method} ${path}`)))
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk))
+    socket.once('error', reject)
+    socket.once('end', () => {
+      const data = Buffer.concat(chunks)
+      const split = data.indexOf('\r\n\r\n')
+      if (split === -1) return reject(new Error(`no response head for ${method} ${path}`))
+      const [statusLine = '', ...rest] = data.subarray(0, split).toString('latin1').split('\r\n')
+      const lines = rest.map((line): [string, string] => {
+        const colon = line.indexOf(':')
+        return [line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim()]
+      })
+      const headers: Record<string, string> = {}
+      for (const [name, value] of lines)
+        headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`
+      resolve({ status: Number(statusLine.split(' ')[1]), lines, headers, body: data.subarray(split + 4) })
+    })
+    socket.write(`${method} ${path} HTTP/1.1\r\n${headerLines.map((line) => `${line}\r\n`).join('')}\r\n${body}`)
+  })
 }
