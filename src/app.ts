@@ -2,10 +2,17 @@
 // servers (media and admin) sharing one logger. main.ts and the tests both start from here.
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify'
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  LogController,
+} from 'fastify'
 import pino, { type DestinationStream, type Logger } from 'pino'
 import { accessLog } from './access-log.js'
 import { adminRoute } from './admin.js'
+import { answerClientError, guardServer } from './client-errors.js'
 import type { Config } from './config.js'
 import { errors, sendProblem, toProxyError } from './errors.js'
 import { KeyWatcher } from './key-watcher.js'
@@ -92,8 +99,10 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
 
   let draining = false
   const media = Fastify(serverOptions(logger))
+  // Before any plugin: encapsulated contexts (http-proxy's) copy the handler when registered.
+  media.setErrorHandler(sendErrorAsProblem)
   media.addHook('onRequest', (request, reply, done) => {
-    reply.header('x-request-id', request.id)
+    setResponseBasics(request, reply)
     if (draining) reply.header('connection', 'close')
     done()
   })
@@ -107,20 +116,12 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
     }
     return sendProblem(reply, errors.notFound())
   })
-  media.setErrorHandler((error, request, reply) => {
-    const problem = toProxyError(error)
-    if (problem.status >= 500)
-      request.log.error(
-        { code: problem.code, reason: error instanceof Error ? error.message : String(error) },
-        'request failed',
-      )
-    return sendProblem(reply, problem)
-  })
   media.addHook('onClose', async () => {
     await upstream.close()
   })
 
   const admin = Fastify(serverOptions(logger))
+  admin.setErrorHandler(sendErrorAsProblem)
   await admin.register(adminRoute, {
     metrics,
     tokens,
@@ -128,6 +129,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
     requestShutdown: () => deps.onShutdownRequest?.(),
   })
 
+  guardServer(media.server)
+  guardServer(admin.server)
   await Promise.all([media.ready(), admin.ready()])
   // Sign the first token now: a broken key shows at start-up, and /readyz turns 200 at once.
   await tokens.get().catch(() => undefined)
@@ -193,13 +196,38 @@ function serverOptions(logger: Logger) {
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),
     genReqId,
     requestIdHeader: false as const,
-    maxHeaderSize: MAX_HEADER_BYTES,
+    // Fastify ignores a top-level maxHeaderSize; Node's server takes it from `http`.
+    http: { maxHeaderSize: MAX_HEADER_BYTES },
     // find-my-way answers 414 for long params before our validation could; ids are checked by us.
     routerOptions: { maxParamLength: 1024 },
     return503OnClosing: true,
-    frameworkErrors: (error: Error, _request: unknown, reply: Parameters<typeof sendProblem>[0]) =>
-      sendProblem(reply, toProxyError(error)),
+    clientErrorHandler: answerClientError,
+    frameworkErrors: (error: Error, request: FastifyRequest, reply: FastifyReply) => {
+      // Bad URLs and the like: no onRequest hook has run.
+      setResponseBasics(request, reply)
+      return sendProblem(reply, toProxyError(error))
+    },
   }
+}
+
+/** What every response carries: the request id, and a close for a connection that asked to upgrade. */
+function setResponseBasics(request: FastifyRequest, reply: FastifyReply): void {
+  reply.header('x-request-id', request.id)
+  // Node's parser stops reading a connection that asked to upgrade; we never upgrade, so
+  // close it after the answer rather than leave it deaf.
+  if (request.headers.upgrade !== undefined) reply.header('connection', 'close')
+}
+
+/** Every error either server produces goes out as problem+json, never Fastify's own JSON. */
+function sendErrorAsProblem(error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const problem = toProxyError(error)
+  if (problem.status >= 500) {
+    request.log.error(
+      { code: problem.code, reason: error instanceof Error ? error.message : String(error) },
+      'request failed',
+    )
+  }
+  return sendProblem(reply, problem)
 }
 
 function genReqId(req: IncomingMessage): string {

@@ -17,6 +17,8 @@ export type ProblemCode =
   | 'upstream-timeout'
   | 'bad-request'
   | 'headers-too-large'
+  | 'request-timeout'
+  | 'expectation-failed'
   | 'shutting-down'
   | 'internal'
 
@@ -101,6 +103,17 @@ export const errors = {
       cause,
     }),
   badRequest: () => new ProxyError('bad-request', 400, 'Bad Request', 'The request could not be understood.'),
+  headersTooLarge: () =>
+    new ProxyError(
+      'headers-too-large',
+      431,
+      'Request Header Fields Too Large',
+      'The request headers are larger than the proxy accepts (16 KiB).',
+    ),
+  expectationFailed: () =>
+    new ProxyError('expectation-failed', 417, 'Expectation Failed', 'Only "Expect: 100-continue" is understood.'),
+  requestTimeout: () =>
+    new ProxyError('request-timeout', 408, 'Request Timeout', 'The request was not received in time.'),
   shuttingDown: () => new ProxyError('shutting-down', 503, 'Service Unavailable', 'The proxy is shutting down.'),
   internal: (cause?: unknown) =>
     new ProxyError('internal', 500, 'Internal Server Error', 'The proxy failed unexpectedly.', { cause }),
@@ -121,14 +134,7 @@ export function sendProblem(reply: FastifyReply, error: ProxyError): FastifyRepl
 export function toProxyError(error: unknown): ProxyError {
   if (error instanceof ProxyError) return error
   const status = (error as { statusCode?: number }).statusCode
-  if (status === 431) {
-    return new ProxyError(
-      'headers-too-large',
-      431,
-      'Request Header Fields Too Large',
-      'The request headers are too large.',
-    )
-  }
+  if (status === 431) return errors.headersTooLarge()
   if (status === 405) return errors.methodNotAllowed()
   if (status === 404) return errors.notFound()
   if (typeof status === 'number' && status >= 400 && status < 500) {
