@@ -42,6 +42,7 @@ async function main(): Promise<void> {
   const stop = (reason: string) => {
     if (stopping) {
       app?.logger.warn({ reason }, 'second stop request: exiting now')
+      app?.flushLogs()
       process.exit(1)
     }
     stopping = true
@@ -57,6 +58,7 @@ async function main(): Promise<void> {
   app = await buildApp(config, { onShutdownRequest: () => stop('quitquitquit') })
   const { mediaUrl, adminUrl } = await app.listen()
   app.logger.info({ mediaUrl, adminUrl, upstream: config.upstreamBaseUrl.origin }, 'vonage-media-proxy listening')
+  app.flushLogs()
 }
 
 function exitWithConfigError(message: string): never {

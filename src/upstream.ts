@@ -87,9 +87,14 @@ export class UpstreamClient {
 
   /** reply-from's dispatcher interface. */
   request(req: ForwardedRequest, callback: (err: Error | null, res?: ForwardedResponse) => void): void {
+    const { signal } = req.headers[EXCHANGE] as UpstreamExchange
     this.#send(req).then(
       (res) => callback(null, res),
-      (err: Error) => callback(err),
+      (err: Error) => {
+        // The client went away and the request was aborted for that: there is no one to answer,
+        // and reply-from would log every such abort as a warning.
+        if (!signal.aborted) callback(err)
+      },
     )
   }
 
