@@ -131,31 +131,46 @@ export interface ProcessResult {
 }
 
 /** Runs src/main.ts (through tsx) as a real process, with exactly this environment. */
-export function runMain(args: string[], env: Record<string, string>, timeoutMs = 20_000): Promise<ProcessResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', ...args], {
-      cwd: REPO_ROOT,
-      env: { PATH: process.env.PATH ?? '', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (chunk) => {
-      stdout += chunk
-    })
-    child.stderr.on('data', (chunk) => {
-      stderr += chunk
-    })
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL')
-      reject(new Error(`main.ts did not exit within ${timeoutMs} ms; stderr: ${stderr}`))
-    }, timeoutMs)
-    child.once('error', reject)
-    child.once('exit', (code) => {
-      clearTimeout(timer)
-      resolve({ code, stdout, stderr })
-    })
+interface MainProcess {
+  child: ChildProcessByStdio<null, Readable, Readable>
+  stdout: () => string
+  stderr: () => string
+  /** Resolves with the exit code (null when killed by a signal). */
+  exited: Promise<number | null>
+}
+
+/** src/main.ts through tsx, with exactly this environment; both pipes are read as they fill. */
+function startMain(args: string[], env: Record<string, string>): MainProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', ...args], {
+    cwd: REPO_ROOT,
+    env: { PATH: process.env.PATH ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
   })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (chunk) => {
+    stdout += chunk
+  })
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk
+  })
+  const exited = new Promise<number | null>((resolve, reject) => {
+    child.once('error', reject)
+    child.once('exit', (code) => resolve(code))
+  })
+  return { child, stdout: () => stdout, stderr: () => stderr, exited }
+}
+
+/** Runs src/main.ts to its end (a configuration check, a refused start-up). */
+export async function runMain(args: string[], env: Record<string, string>, timeoutMs = 20_000): Promise<ProcessResult> {
+  const main = startMain(args, env)
+  const timer = setTimeout(() => main.child.kill('SIGKILL'), timeoutMs)
+  const code = await main.exited
+  clearTimeout(timer)
+  if (main.child.signalCode === 'SIGKILL') {
+    throw new Error(`main.ts did not exit within ${timeoutMs} ms; stderr: ${main.stderr()}`)
+  }
+  return { code, stdout: main.stdout(), stderr: main.stderr() }
 }
 
 export interface ProxyProcess {
@@ -175,24 +190,10 @@ export interface ProxyProcess {
  * it logs its listening line (use PORT=0 and ADMIN_PORT=0). Killed after the test.
  */
 export async function spawnProxy(t: TestContext, env: Record<string, string>): Promise<ProxyProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: REPO_ROOT,
-    env: { PATH: process.env.PATH ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  const { child, stdout, stderr, exited } = startMain([], env)
   t.after(async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
     await exited
-  })
-  // Keep reading both pipes, or a full pipe would stall the proxy.
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (chunk) => {
-    stdout += chunk
-  })
-  child.stderr.on('data', (chunk) => {
-    stderr += chunk
   })
   let exitedEarly = false
   void exited.then(() => {
@@ -200,8 +201,8 @@ export async function spawnProxy(t: TestContext, env: Record<string, string>): P
   })
   const listening = await waitFor(
     () => {
-      if (exitedEarly) throw new Error(`proxy exited before listening; stderr: ${stderr}`)
-      return stdout
+      if (exitedEarly) throw new Error(`proxy exited before listening; stderr: ${stderr()}`)
+      return stdout()
         .split('\n')
         .filter((line) => line.startsWith('{'))
         .map((line) => JSON.parse(line) as { msg?: string; mediaUrl?: string; adminUrl?: string })
@@ -215,8 +216,8 @@ export async function spawnProxy(t: TestContext, env: Record<string, string>): P
     pid: child.pid as number,
     mediaUrl: listening.mediaUrl as string,
     adminUrl: listening.adminUrl as string,
-    stdout: () => stdout,
-    stderr: () => stderr,
+    stdout,
+    stderr,
     exited,
   }
 }
