@@ -1,9 +1,11 @@
 // One access-log line and one metrics observation per request on the media port, written
-// from the response's 'close' event: fastify's onResponse hook never runs for a client that
-// aborted mid-stream (fastify#6208), and those are the requests an operator most needs to see.
+// when the response closes (see request-end.ts): fastify's onResponse hook never runs for a
+// client that aborted mid-stream (fastify#6208), and those are the requests an operator most
+// needs to see.
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Metrics } from './metrics.js'
+import { onRequestEnd } from './request-end.js'
 
 /** nginx's convention for "the client went away before a response was sent". */
 export const CLIENT_CLOSED_REQUEST = 499
@@ -18,7 +20,7 @@ async function accessLogPlugin(app: FastifyInstance, { metrics }: AccessLogOptio
     const started = performance.now()
     // Read now: once the client has gone away, the socket no longer knows its peer.
     const remoteAddress = request.ip
-    reply.raw.once('close', () => {
+    onRequestEnd(reply, () => {
       const res = reply.raw
       const seconds = (performance.now() - started) / 1000
       const aborted = !res.writableFinished

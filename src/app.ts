@@ -108,10 +108,16 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
   media.setErrorHandler(sendErrorAsProblem)
   media.addHook('onRequest', (request, reply, done) => {
     setResponseBasics(request, reply)
-    if (draining) reply.header('connection', 'close')
     done()
   })
   await media.register(accessLog, { metrics })
+  // While draining, a request on a connection that was already open gets a logged 503 and a
+  // close (Fastify's own return503OnClosing would answer plain JSON, unlogged).
+  media.addHook('onRequest', (_request, reply, done) => {
+    if (!draining) return done()
+    reply.header('connection', 'close')
+    sendProblem(reply, errors.shuttingDown())
+  })
   await media.register(mediaRoute, { config, tokens, upstream, inFlight })
   media.setNotFoundHandler((request, reply) => {
     // Methods Fastify has no route table for (PROPFIND, …) land here even on media paths.
@@ -237,7 +243,7 @@ function serverOptions(logger: Logger) {
     http: { maxHeaderSize: MAX_HEADER_BYTES },
     // find-my-way answers 414 for long params before our validation could; ids are checked by us.
     routerOptions: { maxParamLength: 1024 },
-    return503OnClosing: true,
+    return503OnClosing: false,
     clientErrorHandler: answerClientError,
     frameworkErrors: (error: Error, request: FastifyRequest, reply: FastifyReply) => {
       // Bad URLs and the like: no onRequest hook has run.

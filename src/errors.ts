@@ -124,7 +124,7 @@ export function sendProblem(reply: FastifyReply, error: ProxyError): FastifyRepl
   // A Buffer, not a string: Fastify appends "; charset=utf-8" to string payloads, and RFC 9457
   // defines no charset parameter for application/problem+json.
   const body = Buffer.from(JSON.stringify(error.problem(reply.request.id)))
-  reply.request.bytesSent = body.length
+  if (reply.request.method !== 'HEAD') reply.request.bytesSent = body.length
   if (error.status === 401) reply.header('www-authenticate', 'Bearer realm="vonage-media-proxy"')
   if (error.status === 503 && error.code === 'overloaded') reply.header('retry-after', '1')
   return reply.code(error.status).header('content-type', PROBLEM_CONTENT_TYPE).send(body)

@@ -27,21 +27,32 @@ async function main(): Promise<void> {
     throw err
   }
 
+  // One signature before anything else, so that a key which parses but cannot sign stops
+  // start-up with the same message --check-config gives.
+  try {
+    await new TokenSigner(config.privateKey, config.applicationId, config.jwtTtlSeconds).sign()
+  } catch {
+    const setting = config.privateKeyPath ? 'VONAGE_PRIVATE_KEY_PATH' : 'VONAGE_PRIVATE_KEY'
+    exitWithConfigError(`${setting} cannot sign an RS256 token`)
+  }
   if (args['check-config']) {
-    try {
-      await new TokenSigner(config.privateKey, config.applicationId, config.jwtTtlSeconds).sign()
-    } catch {
-      exitWithConfigError('VONAGE_PRIVATE_KEY cannot sign an RS256 token')
-    }
     process.stdout.write('configuration ok: settings valid, key loaded, token signed\n')
     return
   }
 
   let app: ProxyApp | undefined
   let stopping = false
-  const stop = (reason: string) => {
+  let signals = 0
+  const stop = (reason: 'SIGTERM' | 'SIGINT' | 'quitquitquit') => {
+    if (reason !== 'quitquitquit') signals++
     if (stopping) {
-      app?.logger.warn({ reason }, 'second stop request: exiting now')
+      // Only a second signal means "now": a retried /quitquitquit, or the orchestrator's
+      // SIGTERM after one, must not cut the drain short.
+      if (signals < 2) {
+        app?.logger.info({ reason }, 'already shutting down')
+        return
+      }
+      app?.logger.warn({ reason }, 'second stop signal: exiting now')
       app?.flushLogs()
       process.exit(1)
     }

@@ -9,6 +9,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Config } from './config.js'
 import { errors, ProxyError, sendProblem, toProxyError } from './errors.js'
+import { onRequestEnd } from './request-end.js'
 import type { TokenCache } from './token-cache.js'
 import { EXCHANGE, type UpstreamClient, type UpstreamExchange } from './upstream.js'
 
@@ -95,9 +96,9 @@ async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Pr
       upstreamStatus: undefined,
       upstreamMs: undefined,
     }
-    reply.raw.once('close', () => {
+    onRequestEnd(reply, () => {
       inFlight.release()
-      // Closed before the response finished: the client went away (or the stream failed).
+      // Over before the response finished: the client went away (or the stream failed).
       if (!reply.raw.writableFinished) controller.abort()
     })
   }

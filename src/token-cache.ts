@@ -120,7 +120,7 @@ export class TokenCache {
 
   /** The cached token if it is usable now; never signs. For readiness checks. */
   peek(): Token | undefined {
-    const token = this.#cache.get(KEY, { allowStale: true })
+    const token = this.#cache.peek(KEY, { allowStale: true })
     return token && this.#usable(token) ? token : undefined
   }
 
@@ -130,7 +130,7 @@ export class TokenCache {
    * signature, not one each.
    */
   invalidate(rejected?: Token): void {
-    const cached = this.#cache.get(KEY, { allowStale: true })
+    const cached = this.#cache.peek(KEY, { allowStale: true })
     if (rejected) {
       // Already dropped: its replacement is cached or being signed. While it signs the cache
       // shows no value, and a delete now would abort that signing and start another.

@@ -107,6 +107,9 @@ export class UpstreamClient {
     const { [EXCHANGE]: _, ...headers } = req.headers
     let refreshed = false
     for (let attempt = 0; ; attempt++) {
+      // Retries can take a while (connect timeouts, backoff): each one takes the current token,
+      // so none is sent below the quarter-lifetime floor. A cache hit, almost always.
+      if (attempt > 0) exchange.token = await this.#tokens.get()
       headers.authorization = `Bearer ${exchange.token.value}`
       const started = performance.now()
       let res: Dispatcher.ResponseData

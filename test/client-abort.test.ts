@@ -1,5 +1,7 @@
 // Proves that a client going away, before or after the upstream answered, aborts the upstream request at once and leaves nothing in flight.
 import assert from 'node:assert/strict'
+import { once } from 'node:events'
+import { connect } from 'node:net'
 import { test } from 'node:test'
 import { request } from 'undici'
 import { accessLines, MEDIA_ID, startEmulator, startProxy, waitFor } from './helpers.js'
@@ -55,4 +57,31 @@ test('a 256 MiB download interrupted by the client: no upstream request left ope
   const line = await waitFor(() => accessLines(proxy)[0], 'the access log line', 1_000)
   assert.equal(line.aborted, true)
   assert.ok((line.bytes as number) < size)
+})
+
+test('a client that pipelines two requests and leaves mid-body: both end, in-flight returns to 0', async (t) => {
+  const emulator = await startEmulator(t)
+  const big = '00000000-0000-4000-8000-0000000b16b0'
+  emulator.media.addSynthetic(big, 64 * 1024 * 1024)
+  emulator.media.addSynthetic(MEDIA_ID, 1024)
+  const proxy = await startProxy(t, emulator.url)
+  const { hostname, port } = new URL(proxy.mediaUrl)
+
+  // The second response is queued behind the first, which the client never finishes reading.
+  const socket = connect(Number(port), hostname)
+  socket.write(
+    `GET /media/${big} HTTP/1.1\r\nHost: proxy\r\n\r\nGET /media/${MEDIA_ID} HTTP/1.1\r\nHost: proxy\r\n\r\n`,
+  )
+  await once(socket, 'data')
+  socket.pause()
+  await waitFor(() => emulator.requests.length === 2, 'both requests to reach the emulator')
+  socket.destroy()
+
+  await waitFor(() => proxy.app.inFlight.count === 0, 'in-flight back to 0', 2_000)
+  await waitFor(() => emulator.openResponses === 0, 'no upstream response left open', 2_000)
+  const lines = await waitFor(() => (accessLines(proxy).length === 2 ? accessLines(proxy) : undefined), 'two lines')
+  assert.deepEqual(
+    lines.map((line) => line.aborted),
+    [true, true],
+  )
 })

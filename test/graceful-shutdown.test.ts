@@ -128,3 +128,21 @@ test('a second signal exits at once, without waiting for the drain', async (t) =
   assert.notEqual(code, 0)
   assert.ok(Date.now() - started < 2_000)
 })
+
+test('a SIGTERM after POST /quitquitquit does not cut the drain short', async (t) => {
+  const emulator = await startEmulator(t)
+  emulator.media.addSynthetic(MEDIA_ID, SIZE)
+  const proxy = await spawnProxy(t, proxyEnv(emulator.url))
+  const download = await pausedDownload(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
+
+  for (let i = 0; i < 2; i++) {
+    const res = await request(`${proxy.adminUrl}/quitquitquit`, { method: 'POST', reset: true })
+    await res.body.arrayBuffer()
+    assert.equal(res.statusCode, 202)
+  }
+  proxy.child.kill('SIGTERM')
+  await waitFor(() => proxy.stdout().includes('"already shutting down"'), 'the SIGTERM to be noted', 2_000)
+  assert.equal(proxy.child.exitCode, null, 'still draining')
+  assert.equal((await drain(download)).length, SIZE)
+  assert.equal(await proxy.exited, 0)
+})
