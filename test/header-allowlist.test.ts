@@ -1,12 +1,11 @@
 // Headers are allowlisted both ways, and X-Request-Id is validated, sent upstream and echoed on every response.
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { createServer, request as httpRequest, type OutgoingHttpHeaders } from 'node:http'
-import type { AddressInfo } from 'node:net'
-import { type TestContext, test } from 'node:test'
+import type { OutgoingHttpHeaders } from 'node:http'
+import { test } from 'node:test'
 import { request } from 'undici'
 import type { RecordedRequest, VonageEmulator } from '../src/emulator/emulator.js'
-import { MEDIA_ID, rawRequest, startEmulator, startProxy, waitFor } from './helpers.js'
+import { MEDIA_ID, rawRequest, startEmulator, startPassThrough, startProxy, waitFor } from './helpers.js'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const UNKNOWN_ID = '00000000-0000-4000-8000-00000000dead'
@@ -56,33 +55,6 @@ const UPSTREAM_EXTRA_HEADERS: OutgoingHttpHeaders = {
   'keep-alive': 'timeout=999',
   connection: 'keep-alive, x-upstream-hop',
   'x-upstream-hop': 'hop-by-hop-value',
-}
-
-/**
- * The emulator, fronted by a pass-through server that adds UPSTREAM_EXTRA_HEADERS to every
- * answer (the emulator itself always adds Server and Set-Cookie, and WWW-Authenticate on 401).
- * The emulator still checks the token and records the request as the proxy sent it.
- */
-async function startNoisyUpstream(t: TestContext, emulator: VonageEmulator): Promise<string> {
-  const target = new URL(emulator.url)
-  const server = createServer((req, res) => {
-    const forwarded = httpRequest(
-      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
-      (upstream) => {
-        res.writeHead(upstream.statusCode ?? 502, { ...upstream.headers, ...UPSTREAM_EXTRA_HEADERS })
-        upstream.pipe(res)
-      },
-    )
-    forwarded.once('error', () => res.destroy())
-    req.pipe(forwarded)
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.after(async () => {
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()))
-    server.closeAllConnections()
-    await closed
-  })
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
 }
 
 async function answered(emulator: VonageEmulator, index: number): Promise<RecordedRequest> {
@@ -167,7 +139,7 @@ test('only the allowlisted request headers, a valid token and the bare path reac
 test('only the allowlisted response headers reach the client', async (t) => {
   const emulator = await startEmulator(t)
   const item = emulator.media.addSynthetic(MEDIA_ID, 4096, { contentType: 'image/png', fileName: 'pic.png' })
-  const noisy = await startNoisyUpstream(t, emulator)
+  const noisy = (await startPassThrough(t, emulator, { extraHeaders: UPSTREAM_EXTRA_HEADERS })).url
   const proxy = await startProxy(t, noisy)
   const url = `${proxy.mediaUrl}/media/${MEDIA_ID}`
 

@@ -2,7 +2,16 @@
 // (both closed by the test that started them), log capture, and bounded polling.
 import { type ChildProcessByStdio, spawn } from 'node:child_process'
 import { generateKeyPairSync, type KeyObject } from 'node:crypto'
-import { connect } from 'node:net'
+import {
+  createServer as createHttpServer,
+  type Server as HttpServer,
+  request as httpRequest,
+  type IncomingMessage,
+  type OutgoingHttpHeaders,
+  type ServerResponse,
+} from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
+import { type AddressInfo, connect } from 'node:net'
 import { type Readable, Writable } from 'node:stream'
 import type { TestContext } from 'node:test'
 import { fileURLToPath } from 'node:url'
@@ -272,4 +281,37 @@ export function rawRequest(
     })
     socket.write(`${method} ${path} HTTP/1.1\r\n${headerLines.map((line) => `${line}\r\n`).join('')}\r\n${body}`)
   })
+}
+
+/**
+ * A server in front of the emulator that passes every request on and every answer back, adding
+ * `extraHeaders` to the answers; HTTPS when `tls` is given. The emulator still checks the token
+ * and records the request as it arrived. Closed after the test.
+ */
+export async function startPassThrough(
+  t: TestContext,
+  emulator: VonageEmulator,
+  options: { tls?: { cert: Buffer; key: Buffer }; extraHeaders?: OutgoingHttpHeaders } = {},
+): Promise<{ server: HttpServer; url: string }> {
+  const target = new URL(emulator.url)
+  const handler = (req: IncomingMessage, res: ServerResponse) => {
+    const forwarded = httpRequest(
+      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+      (upstream) => {
+        res.writeHead(upstream.statusCode ?? 502, { ...upstream.headers, ...options.extraHeaders })
+        upstream.pipe(res)
+      },
+    )
+    forwarded.once('error', () => res.destroy())
+    req.pipe(forwarded)
+  }
+  const server = options.tls ? createHttpsServer(options.tls, handler) : createHttpServer(handler)
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.after(async () => {
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+    server.closeAllConnections()
+    await closed
+  })
+  const { port } = server.address() as AddressInfo
+  return { server, url: `${options.tls ? 'https' : 'http'}://127.0.0.1:${port}` }
 }

@@ -2,15 +2,12 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { request as httpRequest } from 'node:http'
-import { createServer } from 'node:https'
-import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { type TestContext, test } from 'node:test'
 import { request } from 'undici'
 import type { VonageEmulator } from '../src/emulator/emulator.js'
-import { MEDIA_ID, proxyEnv, spawnProxy, startEmulator, startProxy, waitFor } from './helpers.js'
+import { MEDIA_ID, proxyEnv, spawnProxy, startEmulator, startPassThrough, startProxy, waitFor } from './helpers.js'
 
 const SIZE = 4096
 
@@ -66,29 +63,11 @@ async function startHttpsUpstream(
   emulator: VonageEmulator,
   certificate: Certificate,
 ): Promise<HttpsUpstream> {
-  const target = new URL(emulator.url)
-  const server = createServer(
-    { cert: readFileSync(certificate.certPath), key: readFileSync(certificate.keyPath) },
-    (req, res) => {
-      const forwarded = httpRequest(
-        { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
-        (upstream) => {
-          res.writeHead(upstream.statusCode ?? 502, upstream.headers)
-          upstream.pipe(res)
-        },
-      )
-      forwarded.once('error', () => res.destroy())
-      req.pipe(forwarded)
-    },
-  )
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.after(async () => {
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()))
-    server.closeAllConnections()
-    await closed
+  const { server, url } = await startPassThrough(t, emulator, {
+    tls: { cert: readFileSync(certificate.certPath), key: readFileSync(certificate.keyPath) },
   })
   const upstream: HttpsUpstream = {
-    url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    url,
     handshakes: 0,
     handshakeErrors: [],
   }
