@@ -111,13 +111,10 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
     done()
   })
   await media.register(accessLog, { metrics })
-  // While draining, a request on a connection that was already open gets a logged 503 and a
-  // close (Fastify's own return503OnClosing would answer plain JSON, unlogged).
-  media.addHook('onRequest', (_request, reply, done) => {
-    if (!draining) return done()
-    reply.header('connection', 'close')
-    sendProblem(reply, errors.shuttingDown())
-  })
+  media.addHook(
+    'onRequest',
+    refuseEarly(() => draining),
+  )
   await media.register(mediaRoute, { config, tokens, upstream, inFlight })
   media.setNotFoundHandler((request, reply) => {
     // Methods Fastify has no route table for (PROPFIND, …) land here even on media paths.
@@ -133,6 +130,11 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
 
   const admin = Fastify(serverOptions(logger))
   admin.setErrorHandler(sendErrorAsProblem)
+  // The admin port keeps answering while draining: /readyz must say 503, /metrics stays up.
+  admin.addHook(
+    'onRequest',
+    refuseEarly(() => false),
+  )
   await admin.register(adminRoute, {
     metrics,
     tokens,
@@ -240,7 +242,8 @@ function serverOptions(logger: Logger) {
     genReqId,
     requestIdHeader: false as const,
     // Fastify ignores a top-level maxHeaderSize; Node's server takes it from `http`.
-    http: { maxHeaderSize: MAX_HEADER_BYTES },
+    // Host is checked by refuseEarly instead of Node, whose own 400 for it is bare, not problem+json.
+    http: { maxHeaderSize: MAX_HEADER_BYTES, requireHostHeader: false },
     // find-my-way answers 414 for long params before our validation could; ids are checked by us.
     routerOptions: { maxParamLength: 1024 },
     return503OnClosing: false,
@@ -250,6 +253,24 @@ function serverOptions(logger: Logger) {
       setResponseBasics(request, reply)
       return sendProblem(reply, toProxyError(error))
     },
+  }
+}
+
+/**
+ * Answers that need no route, after the request is logged: an HTTP/1.1 request without Host
+ * (RFC 9112 requires a 400), and, while draining, a request on a connection that was already
+ * open (Fastify's return503OnClosing would answer plain JSON, unlogged). Both close the
+ * connection.
+ */
+function refuseEarly(isDraining: () => boolean) {
+  return (request: FastifyRequest, reply: FastifyReply, done: () => void): void => {
+    const missingHost = request.raw.httpVersion === '1.1' && request.headers.host === undefined
+    if (!missingHost && !isDraining()) {
+      done()
+      return
+    }
+    reply.header('x-request-id', request.id).header('connection', 'close')
+    sendProblem(reply, missingHost ? errors.badRequest() : errors.shuttingDown())
   }
 }
 
