@@ -35,7 +35,6 @@ const ALLOW = 'GET, HEAD'
 
 export interface MediaExchange extends UpstreamExchange {
   readonly mediaId: string
-  readonly controller: AbortController
 }
 
 declare module 'fastify' {
@@ -89,7 +88,6 @@ async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Pr
     const controller = new AbortController()
     request.media = {
       mediaId,
-      controller,
       signal: controller.signal,
       token: undefined as never, // set by the handler before anything reads it
       retries: 0,
@@ -126,8 +124,9 @@ async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Pr
     try {
       media.token = await tokens.get()
     } catch (err) {
-      request.log.error({ err: toProxyError(err).code }, 'no usable Vonage token')
-      return sendProblem(reply, toProxyError(err))
+      const problem = toProxyError(err)
+      request.log.error({ err: problem.code }, 'no usable Vonage token')
+      return sendProblem(reply, problem)
     }
     if (media.signal.aborted) return reply
     return reply.from(`${basePath}/v3/media/${media.mediaId}`, replyOptions)

@@ -15,6 +15,7 @@ import { type AddressInfo, connect } from 'node:net'
 import { type Readable, Writable } from 'node:stream'
 import type { TestContext } from 'node:test'
 import { fileURLToPath } from 'node:url'
+import { request as undiciRequest } from 'undici'
 import { type AppDeps, buildApp, type ProxyApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
 import { VonageEmulator } from '../src/emulator/emulator.js'
@@ -314,4 +315,15 @@ export async function startPassThrough(
   })
   const { port } = server.address() as AddressInfo
   return { server, url: `${options.tls ? 'https' : 'http'}://127.0.0.1:${port}` }
+}
+
+/** Sends `count` GETs at once and returns their statuses, bodies read and discarded. */
+export function concurrentStatuses(url: string, count: number): Promise<number[]> {
+  return Promise.all(
+    Array.from({ length: count }, async () => {
+      const res = await undiciRequest(url)
+      await res.body.dump()
+      return res.statusCode
+    }),
+  )
 }

@@ -6,7 +6,16 @@ import type { Counter } from 'prom-client'
 import { request } from 'undici'
 import { ProxyError } from '../src/errors.js'
 import { type Clock, type RefreshResult, type Token, TokenCache, TokenSigner } from '../src/token-cache.js'
-import { APPLICATION_ID, keys, MEDIA_ID, type RunningProxy, startEmulator, startProxy, waitFor } from './helpers.js'
+import {
+  APPLICATION_ID,
+  concurrentStatuses,
+  keys,
+  MEDIA_ID,
+  type RunningProxy,
+  startEmulator,
+  startProxy,
+  waitFor,
+} from './helpers.js'
 
 const TTL_SECONDS = 30
 const TTL_MS = TTL_SECONDS * 1000
@@ -301,13 +310,7 @@ test('through the proxy: one token for many requests, refreshed in the backgroun
 
   /** `count` concurrent media requests; every token the emulator got is checked against the clock. */
   async function fetchMedia(count: number): Promise<string[]> {
-    const statuses = await Promise.all(
-      Array.from({ length: count }, async () => {
-        const res = await request(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
-        await res.body.dump()
-        return res.statusCode
-      }),
-    )
+    const statuses = await concurrentStatuses(`${proxy.mediaUrl}/media/${MEDIA_ID}`, count)
     assert.deepEqual(statuses, Array(count).fill(200))
     const received = emulator.requests.slice(checked)
     checked = emulator.requests.length

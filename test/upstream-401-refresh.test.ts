@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { request } from 'undici'
 import type { RecordedRequest } from '../src/emulator/emulator.js'
-import { MEDIA_ID, startEmulator, startProxy } from './helpers.js'
+import { concurrentStatuses, MEDIA_ID, startEmulator, startProxy } from './helpers.js'
 
 const FAST_RETRY = { maxRetries: 2, baseDelayMs: 1, maxDelayMs: 5 }
 const SIZE = 2_048
@@ -81,13 +81,7 @@ test('many concurrent requests refused with the same revoked token cause one new
   emulator.revokedTokenIds.add(first.jti)
   const clients = 20
 
-  const statuses = await Promise.all(
-    Array.from({ length: clients }, async () => {
-      const res = await request(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
-      await res.body.dump()
-      return res.statusCode
-    }),
-  )
+  const statuses = await concurrentStatuses(`${proxy.mediaUrl}/media/${MEDIA_ID}`, clients)
 
   assert.deepEqual(statuses, Array(clients).fill(200))
   const refused = emulator.requests.filter((r) => r.status === 401)

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { request } from 'undici'
-import { accessLines, MEDIA_ID, startEmulator, startProxy, waitFor } from './helpers.js'
+import { accessLines, concurrentStatuses, MEDIA_ID, startEmulator, startProxy, waitFor } from './helpers.js'
 
 const FAST_RETRY = { maxRetries: 2, baseDelayMs: 1, maxDelayMs: 5 }
 const SIZE = 4_096
@@ -79,13 +79,7 @@ test('no retry storm: many clients against a failing upstream cause at most 3 up
   const queued = 50
   for (let i = 0; i < queued; i++) emulator.faults.push({ status: 503 })
 
-  const statuses = await Promise.all(
-    Array.from({ length: clients }, async () => {
-      const res = await request(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
-      await res.body.dump()
-      return res.statusCode
-    }),
-  )
+  const statuses = await concurrentStatuses(`${proxy.mediaUrl}/media/${MEDIA_ID}`, clients)
 
   assert.deepEqual(statuses, Array(clients).fill(502))
   assert.equal(emulator.requests.length, clients * 3)
