@@ -2,6 +2,7 @@
 // servers (media and admin) sharing one logger. main.ts and the tests both start from here.
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
+import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyInstance,
@@ -10,12 +11,14 @@ import Fastify, {
   LogController,
 } from 'fastify'
 import pino, { type DestinationStream, type Logger } from 'pino'
-import { accessLog } from './access-log.js'
+import { AccessLog } from './access-log.js'
 import { adminRoute } from './admin.js'
 import { answerClientError, guardServer } from './client-errors.js'
 import type { Config } from './config.js'
 import { errors, sendProblem, toProxyError } from './errors.js'
+import { responseBasics } from './headers.js'
 import { KeyWatcher } from './key-watcher.js'
+import { LogDestination } from './log-destination.js'
 import { InFlightCounter, mediaRoute } from './media-route.js'
 import { Metrics } from './metrics.js'
 import { type Clock, systemClock, TokenCache, TokenSigner } from './token-cache.js'
@@ -26,8 +29,8 @@ import { VERSION } from './version.js'
 const MEDIA_PATH = /^\/(v3\/)?media\//
 /** A caller's X-Request-Id is kept only when it is short and of a safe charset. */
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
-const LOG_BUFFER_BYTES = 8 * 1024
-const LOG_FLUSH_INTERVAL_MS = 1_000
+/** After the media server has closed, how long its last requests get to record their end. */
+const REQUEST_END_WAIT_MS = 1_000
 /** Header-size limit of both ports; larger requests get 431 from Node's parser. */
 export const MAX_HEADER_BYTES = 16 * 1024
 
@@ -63,7 +66,7 @@ export interface ProxyApp {
 }
 
 export async function buildApp(config: Config, deps: AppDeps = {}): Promise<ProxyApp> {
-  const stdout = bufferedStdout()
+  const stdout = deps.logStream ? undefined : new LogDestination()
   const logger = pino(
     {
       level: config.logLevel,
@@ -73,7 +76,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
         censor: '[redacted]',
       },
     },
-    deps.logStream ?? stdout.stream,
+    deps.logStream ?? (stdout as LogDestination),
   )
   const inFlight = new InFlightCounter(config.maxInFlightRequests)
   const metrics = new Metrics(VERSION, () => inFlight.count, inFlight.limit)
@@ -104,17 +107,18 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
 
   let draining = false
   const media = Fastify(serverOptions(logger))
-  // Before any plugin: encapsulated contexts (http-proxy's) copy the handler when registered.
+  // Before any plugin: encapsulated contexts copy the handler when they are registered.
   media.setErrorHandler(sendErrorAsProblem)
+  const accessLog = new AccessLog(metrics, logger)
+  accessLog.decorate(media)
+  const refuse = refuseEarly(() => draining)
+  // One hook for all three: the basic headers, the access log (so that refusals are logged),
+  // then the early refusals.
   media.addHook('onRequest', (request, reply, done) => {
     setResponseBasics(request, reply)
-    done()
+    accessLog.track(request, reply)
+    refuse(request, reply, done)
   })
-  await media.register(accessLog, { metrics })
-  media.addHook(
-    'onRequest',
-    refuseEarly(() => draining),
-  )
   await media.register(mediaRoute, { config, tokens, upstream, inFlight })
   media.setNotFoundHandler((request, reply) => {
     // Methods Fastify has no route table for (PROPFIND, …) land here even on media paths.
@@ -181,7 +185,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
     get draining() {
       return draining
     },
-    flushLogs: stdout.flushSync,
+    flushLogs: () => stdout?.flush(),
     async listen() {
       const mediaUrl = await media.listen({ host: config.host, port: config.port })
       const adminUrl = await admin.listen({ host: config.host, port: config.adminPort })
@@ -193,44 +197,16 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
         const mediaClosed = media.close()
         const timer = setTimeout(() => media.server.closeAllConnections(), graceMs)
         await mediaClosed
+        // The server closes as soon as its sockets are destroyed, a moment before their 'close'
+        // events end the requests on them (and write their access-log lines).
+        await Promise.race([inFlight.whenIdle(), sleep(REQUEST_END_WAIT_MS, undefined, { ref: false })])
         clearTimeout(timer)
         keyWatcher?.close()
         tokens.close()
         await admin.close()
-        stdout.close()
+        stdout?.close()
       })()
       return closing
-    },
-  }
-}
-
-/**
- * stdout for log lines, batched: one write per access line cost about a fifth of a small
- * request's CPU. Lines are written once 8 KiB have gathered, or within a second.
- */
-function bufferedStdout(): { stream: DestinationStream; flushSync: () => void; close: () => void } {
-  const stream = pino.destination({ dest: 1, sync: false, minLength: LOG_BUFFER_BYTES })
-  const flushSync = () => {
-    try {
-      stream.flushSync()
-    } catch {
-      // Destroyed or not open: nothing is left to write.
-    }
-  }
-  const timer = setInterval(() => {
-    try {
-      stream.flush()
-    } catch {
-      // Destroyed: nothing is left to write.
-    }
-  }, LOG_FLUSH_INTERVAL_MS)
-  timer.unref()
-  return {
-    stream,
-    flushSync,
-    close: () => {
-      clearInterval(timer)
-      flushSync()
     },
   }
 }
@@ -274,12 +250,9 @@ function refuseEarly(isDraining: () => boolean) {
   }
 }
 
-/** What every response carries: the request id, and a close for a connection that asked to upgrade. */
+/** The basic headers (see headers.ts), on every response that goes through reply. */
 function setResponseBasics(request: FastifyRequest, reply: FastifyReply): void {
-  reply.header('x-request-id', request.id)
-  // Node's parser stops reading a connection that asked to upgrade; we never upgrade, so
-  // close it after the answer rather than leave it deaf.
-  if (request.headers.upgrade !== undefined) reply.header('connection', 'close')
+  reply.headers(responseBasics(request))
 }
 
 /** Every error either server produces goes out as problem+json, never Fastify's own JSON. */

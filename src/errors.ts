@@ -119,15 +119,25 @@ export const errors = {
     new ProxyError('internal', 500, 'Internal Server Error', 'The proxy failed unexpectedly.', { cause }),
 }
 
-/** Sends a ProxyError as problem+json and records its size for the access log. */
-export function sendProblem(reply: FastifyReply, error: ProxyError): FastifyReply {
+/** The body and headers of a ProxyError as problem+json. */
+export function problemResponse(
+  error: ProxyError,
+  requestId: string,
+): { body: Buffer; headers: Record<string, string> } {
   // A Buffer, not a string: Fastify appends "; charset=utf-8" to string payloads, and RFC 9457
   // defines no charset parameter for application/problem+json.
-  const body = Buffer.from(JSON.stringify(error.problem(reply.request.id)))
+  const body = Buffer.from(JSON.stringify(error.problem(requestId)))
+  const headers: Record<string, string> = { 'content-type': PROBLEM_CONTENT_TYPE }
+  if (error.status === 401) headers['www-authenticate'] = 'Bearer realm="vonage-media-proxy"'
+  if (error.status === 503 && error.code === 'overloaded') headers['retry-after'] = '1'
+  return { body, headers }
+}
+
+/** Sends a ProxyError as problem+json and records its size for the access log. */
+export function sendProblem(reply: FastifyReply, error: ProxyError): FastifyReply {
+  const { body, headers } = problemResponse(error, reply.request.id)
   if (reply.request.method !== 'HEAD') reply.request.bytesSent = body.length
-  if (error.status === 401) reply.header('www-authenticate', 'Bearer realm="vonage-media-proxy"')
-  if (error.status === 503 && error.code === 'overloaded') reply.header('retry-after', '1')
-  return reply.code(error.status).header('content-type', PROBLEM_CONTENT_TYPE).send(body)
+  return reply.code(error.status).headers(headers).send(body)
 }
 
 /** Maps any error met while serving a request to the ProxyError the client should see. */

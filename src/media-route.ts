@@ -1,48 +1,33 @@
-// The media routes: GET/HEAD /media/:id and /v3/media/:id through @fastify/http-proxy. The id,
-// the client's key and the in-flight limit are checked before any I/O; then the cached token
-// is awaited and reply-from streams the upstream response back through header allowlists.
+// The media routes: GET/HEAD /media/:id and /v3/media/:id. The id, the client's key and the
+// in-flight limit are checked before any I/O; then the cached token is taken and the upstream
+// response is relayed chunk by chunk from undici's handler to the client's socket, through
+// header allowlists both ways (see README, "Why not @fastify/http-proxy").
 import { createHash, timingSafeEqual } from 'node:crypto'
-import type { IncomingHttpHeaders } from 'node:http'
-import httpProxy from '@fastify/http-proxy'
-import type { FastifyReplyFromHooks } from '@fastify/reply-from'
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Config } from './config.js'
-import { errors, ProxyError, sendProblem, toProxyError } from './errors.js'
-import { onRequestEnd } from './request-end.js'
+import { errors, type ProxyError, problemResponse, sendProblem, toProxyError } from './errors.js'
+import { FORWARDED_REQUEST_HEADERS, isPassedBack, responseBasics } from './headers.js'
 import type { TokenCache } from './token-cache.js'
-import { EXCHANGE, type UpstreamClient, type UpstreamExchange } from './upstream.js'
+import type { Exchange, ResponseSink, UpstreamClient, UpstreamRequest } from './upstream.js'
 
 export const MEDIA_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 export const MEDIA_PREFIXES = ['/media', '/v3/media'] as const
 
-/** Client request headers sent on to Vonage; everything else stays here. */
-export const FORWARDED_REQUEST_HEADERS = ['range', 'if-range', 'if-none-match', 'if-modified-since', 'accept'] as const
-/** Upstream response headers passed back to the client; everything else is dropped. */
-export const PASSED_BACK_RESPONSE_HEADERS = [
-  'content-type',
-  'content-length',
-  'content-range',
-  'accept-ranges',
-  'etag',
-  'last-modified',
-  'content-disposition',
-  'cache-control',
-  'retry-after',
-] as const
+/** Bytes a client's socket may have queued before the upstream is paused. */
+const RELAY_BUFFER_BYTES = 64 * 1024
 
 const ALLOW = 'GET, HEAD'
 
-export interface MediaExchange extends UpstreamExchange {
+export interface MediaRequest extends UpstreamRequest {
   readonly mediaId: string
 }
 
 declare module 'fastify' {
   interface FastifyRequest {
     /** Set once a media request has passed its checks and counts as in flight. */
-    media: MediaExchange | null
-    /** Body bytes written to the client (streamed or problem+json). */
-    bytesSent: number
+    media: MediaRequest | null
   }
 }
 
@@ -67,83 +52,76 @@ export class InFlightCounter {
   }
   release(): void {
     this.#count--
+    if (this.#count === 0) for (const resolve of this.#idleWaiters.splice(0)) resolve()
   }
+  /** Resolves once no media request is in flight (its log line and metrics written). */
+  whenIdle(): Promise<void> {
+    if (this.#count === 0) return Promise.resolve()
+    return new Promise((resolve) => this.#idleWaiters.push(resolve))
+  }
+  readonly #idleWaiters: Array<() => void> = []
 }
 
 async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Promise<void> {
   const { config, tokens, upstream, inFlight } = options
   // An upstream may sit behind a path prefix (an egress gateway); URL keeps '/' for none.
-  const basePath = config.upstreamBaseUrl.pathname.replace(/\/+$/, '')
+  const upstreamPath = `${config.upstreamBaseUrl.pathname.replace(/\/+$/, '')}/v3/media/`
   const checkClientKey = clientKeyCheck(config.inboundApiKeys)
 
   app.decorateRequest('media', null)
-  app.decorateRequest('bytesSent', 0)
 
-  /** Runs before any I/O: id, then the client's key, then the in-flight limit. */
-  async function admit(request: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply): Promise<void> {
+  /** Checks the id, the client's key and the in-flight limit, in that order, before any I/O. */
+  function serveMedia(
+    request: FastifyRequest<{ Params: { id: string } }>,
+    reply: FastifyReply,
+  ): FastifyReply | undefined {
     const mediaId = request.params.id
-    if (!MEDIA_ID.test(mediaId)) return void sendProblem(reply, errors.invalidMediaId())
-    if (!checkClientKey(request.headers.authorization)) return void sendProblem(reply, errors.unauthorized())
-    if (!inFlight.tryAcquire()) return void sendProblem(reply, errors.overloaded())
-    const controller = new AbortController()
-    request.media = {
+    if (!MEDIA_ID.test(mediaId)) return sendProblem(reply, errors.invalidMediaId())
+    if (!checkClientKey(request.headers.authorization)) return sendProblem(reply, errors.unauthorized())
+    if (!inFlight.tryAcquire()) return sendProblem(reply, errors.overloaded())
+
+    // From here the response is written to the socket directly, not through reply.
+    reply.hijack()
+    const media: MediaRequest = {
       mediaId,
-      signal: controller.signal,
-      token: undefined as never, // set by the handler before anything reads it
+      path: upstreamPath + mediaId,
+      method: request.method as 'GET' | 'HEAD',
+      headers: forwardedHeaders(request),
+      token: undefined as never, // set before the request is sent
       retries: 0,
       upstreamStatus: undefined,
       upstreamMs: undefined,
     }
-    onRequestEnd(reply, () => {
+    request.media = media
+    const client = new ClientResponse(request, reply.raw)
+    request.onEnd = (finished) => {
       inFlight.release()
-      // Over before the response finished: the client went away (or the stream failed).
-      if (!reply.raw.writableFinished) controller.abort()
-    })
-  }
-
-  const replyOptions: FastifyReplyFromHooks = {
-    queryString: () => '',
-    // reply-from's own retries would turn one 503 into 11 requests; UpstreamClient owns retries.
-    retryDelay: () => null,
-    rewriteRequestHeaders: (request) => requestHeadersFor(request as FastifyRequest) as never,
-    rewriteHeaders: (headers, request) => responseHeadersFor(headers, request as FastifyRequest),
-    onResponse: (request, reply, res) => {
-      const stream = (res as unknown as { stream: NodeJS.ReadableStream }).stream
-      stream.on('data', (chunk: Buffer) => {
-        request.bytesSent += chunk.length
-      })
-      reply.send(stream)
-    },
-    onError: (reply, { error }) => {
-      sendProblem(reply as FastifyReply, upstreamProblem(error))
-    },
-  }
-
-  async function handler(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
-    const media = request.media as MediaExchange
-    try {
-      media.token = await tokens.get()
-    } catch (err) {
-      const problem = toProxyError(err)
-      request.log.error({ err: problem.code }, 'no usable Vonage token')
-      return sendProblem(reply, problem)
+      // Over before the response finished: the client went away (or the relay was cut).
+      if (!finished) client.cancel()
     }
-    if (media.signal.aborted) return reply
-    return reply.from(`${basePath}/v3/media/${media.mediaId}`, replyOptions)
+    const token = tokens.current()
+    if (token) {
+      media.token = token
+      client.exchange = upstream.send(media, client)
+      return undefined
+    }
+    tokens.get().then(
+      (token) => {
+        if (client.closed) return
+        media.token = token
+        client.exchange = upstream.send(media, client)
+      },
+      (err: unknown) => {
+        const problem = toProxyError(err)
+        request.log.error({ err: problem.code }, 'no usable Vonage token')
+        client.fail(problem)
+      },
+    )
+    return undefined
   }
 
   for (const prefix of MEDIA_PREFIXES) {
-    await app.register(httpProxy, {
-      upstream: config.upstreamBaseUrl.origin,
-      prefix,
-      rewritePrefix: `${basePath}/v3/media`,
-      routes: ['/:id'],
-      httpMethods: ['GET', 'HEAD'],
-      undici: upstream as never,
-      disableRequestLogging: true,
-      preValidation: admit as never,
-      handler,
-    })
+    app.route({ method: ['GET', 'HEAD'], url: `${prefix}/:id`, handler: serveMedia })
     // Anything else under the prefix: a bad id for GET/HEAD, and 405 for other methods.
     app.route({
       method: ['GET', 'HEAD'],
@@ -162,34 +140,87 @@ async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Pr
   }
 }
 
-function requestHeadersFor(request: FastifyRequest): Record<string | symbol, unknown> {
+/** The allowlisted client headers and the request id, as undici's name, value pairs. */
+function forwardedHeaders(request: FastifyRequest): string[] {
   const incoming = request.headers
-  const headers: Record<string | symbol, unknown> = { 'x-request-id': request.id }
+  const headers = ['x-request-id', request.id]
   for (const name of FORWARDED_REQUEST_HEADERS) {
     const value = incoming[name]
-    if (typeof value === 'string') headers[name] = value
-  }
-  headers[EXCHANGE] = request.media
-  return headers
-}
-
-function responseHeadersFor(upstreamHeaders: IncomingHttpHeaders, request: FastifyRequest): IncomingHttpHeaders {
-  const headers: IncomingHttpHeaders = { 'x-request-id': request.id }
-  for (const name of PASSED_BACK_RESPONSE_HEADERS) {
-    const value = upstreamHeaders[name]
-    if (value !== undefined) headers[name] = value
+    if (typeof value === 'string') headers.push(name, value)
   }
   return headers
 }
 
-/** reply-from wraps what UpstreamClient throws; find the cause and map it to 502 or 504. */
-function upstreamProblem(error: Error): ProxyError {
-  let cause: unknown = error
-  while (cause instanceof Error && !(cause instanceof ProxyError) && cause.cause) cause = cause.cause
-  if (cause instanceof ProxyError) return cause
-  const code = (cause as { code?: string }).code
-  if (code === 'UND_ERR_HEADERS_TIMEOUT') return errors.upstreamTimeout(cause)
-  return errors.upstreamUnavailable(cause)
+/**
+ * Where the upstream response goes: the client's raw response. Write backpressure pauses the
+ * upstream socket (undici resumes it on 'drain'); a problem replaces a response never started.
+ */
+class ClientResponse implements ResponseSink {
+  exchange: Exchange | undefined
+  #closed = false
+  #draining = false
+
+  constructor(
+    readonly request: FastifyRequest,
+    readonly res: ServerResponse,
+  ) {}
+
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  start(status: number, rawHeaders: Buffer[]): void {
+    const headers: OutgoingHttpHeaders = responseBasics(this.request)
+    for (let i = 0; i < rawHeaders.length; i += 2) {
+      const name = (rawHeaders[i] as Buffer).toString('latin1').toLowerCase()
+      if (!isPassedBack(name)) continue
+      // latin1 both ways: the bytes Vonage sent are the bytes the client gets.
+      const value = (rawHeaders[i + 1] as Buffer).toString('latin1')
+      const previous = headers[name]
+      headers[name] = previous === undefined ? value : `${previous}, ${value}`
+    }
+    this.res.writeHead(status, headers)
+  }
+
+  data(chunk: Buffer): boolean {
+    this.request.bytesSent += chunk.length
+    const res = this.res
+    res.write(chunk)
+    // Node's 16 KiB high-water mark is less than one upstream read: pausing at it would stop
+    // the upstream socket after almost every chunk.
+    if (res.writableLength <= RELAY_BUFFER_BYTES) return true
+    if (!this.#draining && this.exchange) {
+      this.#draining = true
+      this.res.on('drain', this.exchange.resume)
+    }
+    return false
+  }
+
+  end(): void {
+    this.res.end()
+  }
+
+  fail(problem: ProxyError): void {
+    if (this.#closed) return
+    const res = this.res
+    if (res.headersSent) return void res.destroy()
+    const request = this.request
+    const { body, headers } = problemResponse(problem, request.id)
+    if (request.method !== 'HEAD') request.bytesSent = body.length
+    headers['content-length'] = String(body.length)
+    res.writeHead(problem.status, { ...responseBasics(request), ...headers })
+    res.end(body)
+  }
+
+  abort(error: Error): void {
+    this.request.log.warn({ reason: error.message }, 'upstream body failed; cutting the response')
+    this.res.destroy()
+  }
+
+  cancel(): void {
+    this.#closed = true
+    this.exchange?.cancel()
+  }
 }
 
 /** Compares in constant time against every key, so timing tells nothing about which matched. */

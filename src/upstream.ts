@@ -1,29 +1,14 @@
-// The upstream client: one undici Agent (TLS verified, our timeouts, no pipelining) plus the
-// retry policy. reply-from hands every request to request() as it would to an undici Pool;
-// before the response reaches the client, this is where the token is injected, connection
-// failures and 502/503/504 are retried with jittered backoff, and a 401 gets one fresh token.
-import type { IncomingHttpHeaders } from 'node:http'
-import type { Readable } from 'node:stream'
-import { setTimeout as sleep } from 'node:timers/promises'
+// The upstream client: one undici Agent (TLS verified, our timeouts, no pipelining) and the
+// retry policy, driven through undici's dispatch() handler interface, so that body chunks go
+// from the upstream socket to the client's without a stream in between. Before the response
+// reaches the client, this is where the token is injected, connection failures and
+// 502/503/504 are retried with jittered backoff, and a 401 gets one fresh token.
 import { Agent, type Dispatcher } from 'undici'
 import type { Config } from './config.js'
-import { errors } from './errors.js'
+import { errors, type ProxyError } from './errors.js'
 import type { Token, TokenCache } from './token-cache.js'
 
-/** Attached to the outgoing headers object under a symbol (reply-from copies symbols along). */
-export const EXCHANGE = Symbol('vonage-media-proxy.exchange')
-
 export type RetryReason = 'connect_error' | 'reset' | 'status_502' | 'status_503' | 'status_504' | 'unauthorized'
-
-/** What the upstream client learns about one media request; read by the route and the access log. */
-export interface UpstreamExchange {
-  token: Token
-  /** Aborted when the client goes away: cancels the upstream request, even before headers. */
-  readonly signal: AbortSignal
-  retries: number
-  upstreamStatus: number | undefined
-  upstreamMs: number | undefined
-}
 
 export interface RetryPolicy {
   maxRetries: number
@@ -36,23 +21,35 @@ export const DEFAULT_RETRY_POLICY: RetryPolicy = { maxRetries: 2, baseDelayMs: 1
 export interface UpstreamClientOptions {
   retry?: RetryPolicy
   onRetry?: (reason: RetryReason) => void
-  /** Upstream status and time to headers, per final response. */
+  /** Upstream status and time to headers, per upstream response (retried ones included). */
   onResponse?: (status: number, seconds: number) => void
 }
 
-/** The request reply-from passes to an undici-like dispatcher. */
-interface ForwardedRequest {
-  origin: string
-  path: string
-  method: string
-  headers: Record<string | symbol, unknown>
-  body?: unknown
+/** The client side of one media request: where the upstream response goes. */
+export interface ResponseSink {
+  /** The response that will be relayed (not a retried one). Raw undici headers: name, value, … */
+  start(status: number, rawHeaders: Buffer[]): void
+  /** A body chunk; false asks for a pause until resume() is called. */
+  data(chunk: Buffer): boolean
+  end(): void
+  /** Nothing was relayed and nothing will be: answer with this problem. */
+  fail(problem: ProxyError): void
+  /** The upstream body broke after start(): the client's response must be cut, not ended. */
+  abort(error: Error): void
 }
 
-interface ForwardedResponse {
-  statusCode: number
-  headers: IncomingHttpHeaders
-  body: Readable
+/** What one media request asks of the upstream, and what the access log learns from it. */
+export interface UpstreamRequest {
+  /** Path on the upstream origin, e.g. /v3/media/<id>. */
+  readonly path: string
+  readonly method: 'GET' | 'HEAD'
+  /** Headers to forward (already allowlisted), as name, value pairs; the token is added here. */
+  readonly headers: string[]
+  /** The token of the latest attempt. */
+  token: Token
+  retries: number
+  upstreamStatus: number | undefined
+  upstreamMs: number | undefined
 }
 
 const RETRYABLE_ERRORS = new Set([
@@ -65,109 +62,187 @@ const RETRYABLE_ERRORS = new Set([
 ])
 const RETRYABLE_STATUSES: Record<number, RetryReason> = { 502: 'status_502', 503: 'status_503', 504: 'status_504' }
 
+/** What every exchange shares: built once by the client. */
+interface ExchangeContext {
+  readonly agent: Agent
+  readonly origin: string
+  readonly tokens: TokenCache
+  readonly policy: RetryPolicy
+  readonly events: UpstreamClientOptions
+}
+
 export class UpstreamClient {
-  readonly #agent: Agent
-  readonly #tokens: TokenCache
-  readonly #retry: RetryPolicy
-  readonly #options: UpstreamClientOptions
+  readonly #context: ExchangeContext
 
   constructor(config: Config, tokens: TokenCache, options: UpstreamClientOptions = {}) {
-    this.#tokens = tokens
-    this.#retry = options.retry ?? DEFAULT_RETRY_POLICY
-    this.#options = options
-    this.#agent = new Agent({
-      // reply-from's own agent turns certificate checks off; ours never does.
+    const agent = new Agent({
+      // Certificates are always checked (reply-from's own agent turns this off).
       connect: { rejectUnauthorized: true, timeout: config.upstreamConnectTimeoutMs },
       headersTimeout: config.upstreamHeadersTimeoutMs,
       bodyTimeout: config.upstreamBodyTimeoutMs,
       // A slow media stream must not hold up the requests queued behind it.
       pipelining: 1,
     })
-  }
-
-  /** reply-from's dispatcher interface. */
-  request(req: ForwardedRequest, callback: (err: Error | null, res?: ForwardedResponse) => void): void {
-    const { signal } = req.headers[EXCHANGE] as UpstreamExchange
-    this.#send(req).then(
-      (res) => callback(null, res),
-      (err: Error) => {
-        // The client went away and the request was aborted for that: there is no one to answer,
-        // and reply-from would log every such abort as a warning.
-        if (!signal.aborted) callback(err)
-      },
-    )
-  }
-
-  async close(): Promise<void> {
-    await this.#agent.destroy()
-  }
-
-  async #send(req: ForwardedRequest): Promise<ForwardedResponse> {
-    const exchange = req.headers[EXCHANGE] as UpstreamExchange
-    const { [EXCHANGE]: _, ...headers } = req.headers
-    let refreshed = false
-    for (let attempt = 0; ; attempt++) {
-      // Retries can take a while (connect timeouts, backoff): each one takes the current token,
-      // so none is sent below the quarter-lifetime floor. A cache hit, almost always.
-      if (attempt > 0) exchange.token = await this.#tokens.get()
-      headers.authorization = `Bearer ${exchange.token.value}`
-      const started = performance.now()
-      let res: Dispatcher.ResponseData
-      try {
-        res = await this.#agent.request({
-          origin: req.origin,
-          path: req.path,
-          method: req.method as Dispatcher.HttpMethod,
-          headers: headers as Record<string, string>,
-          signal: exchange.signal,
-        })
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code ?? ''
-        if (!exchange.signal.aborted && RETRYABLE_ERRORS.has(code) && attempt < this.#retry.maxRetries) {
-          await this.#backoff(
-            exchange,
-            attempt,
-            code === 'ECONNREFUSED' || code === 'UND_ERR_CONNECT_TIMEOUT' ? 'connect_error' : 'reset',
-          )
-          continue
-        }
-        throw err
-      }
-      const status = res.statusCode
-      const seconds = (performance.now() - started) / 1000
-      exchange.upstreamStatus = status
-      exchange.upstreamMs = seconds * 1000
-      this.#options.onResponse?.(status, seconds)
-
-      const retryReason = RETRYABLE_STATUSES[status]
-      if (retryReason) {
-        await res.body.dump()
-        if (attempt < this.#retry.maxRetries && !exchange.signal.aborted) {
-          await this.#backoff(exchange, attempt, retryReason)
-          continue
-        }
-        throw errors.upstreamUnavailable()
-      }
-      if (status === 401) {
-        await res.body.dump()
-        if (refreshed) throw errors.upstreamUnauthorized()
-        refreshed = true
-        this.#tokens.invalidate(exchange.token)
-        exchange.token = await this.#tokens.get()
-        exchange.retries++
-        this.#options.onRetry?.('unauthorized')
-        attempt-- // the 401 refresh does not use up a connection-failure retry
-        continue
-      }
-      return { statusCode: status, headers: res.headers as IncomingHttpHeaders, body: res.body }
+    this.#context = {
+      agent,
+      origin: config.upstreamBaseUrl.origin,
+      tokens,
+      policy: options.retry ?? DEFAULT_RETRY_POLICY,
+      events: options,
     }
   }
 
-  async #backoff(exchange: UpstreamExchange, attempt: number, reason: RetryReason): Promise<void> {
-    exchange.retries++
-    this.#options.onRetry?.(reason)
+  /**
+   * Sends the request (with retries) and relays the response into the sink. The exchange
+   * returned is cancelled when the client goes away, and resumed when its socket drains.
+   */
+  send(request: UpstreamRequest, sink: ResponseSink): Exchange {
+    const exchange = new Exchange(this.#context, request, sink)
+    exchange.dispatch()
+    return exchange
+  }
+
+  async close(): Promise<void> {
+    await this.#context.agent.destroy()
+  }
+}
+
+/**
+ * One media request's upstream side, across its attempts. It is undici's handler for each
+ * attempt in turn (one at a time: the next starts after the last one's onComplete or onError).
+ */
+export class Exchange implements Dispatcher.DispatchHandler {
+  readonly #context: ExchangeContext
+  readonly #request: UpstreamRequest
+  readonly #sink: ResponseSink
+  #attempt = 0
+  #refreshed = false
+  #cancelled = false
+  /** The response of this attempt is being relayed (false: discarded before a retry). */
+  #relaying = false
+  #retryReason: RetryReason | 'unauthorized' | undefined
+  #started = 0
+  #abortAttempt: ((reason?: Error) => void) | undefined
+  #resume: (() => void) | undefined
+  #backoffTimer: NodeJS.Timeout | undefined
+
+  constructor(context: ExchangeContext, request: UpstreamRequest, sink: ResponseSink) {
+    this.#context = context
+    this.#request = request
+    this.#sink = sink
+  }
+
+  dispatch(): void {
+    if (this.#cancelled) return
+    this.#relaying = false
+    this.#retryReason = undefined
+    this.#started = performance.now()
+    const { agent, origin } = this.#context
+    const request = this.#request
+    const headers = [...request.headers, 'authorization', `Bearer ${request.token.value}`]
+    agent.dispatch({ origin, path: request.path, method: request.method, headers }, this)
+  }
+
+  /** The client went away: abort the upstream request, or the wait before a retry; the sink hears nothing more. */
+  cancel(): void {
+    if (this.#cancelled) return
+    this.#cancelled = true
+    clearTimeout(this.#backoffTimer)
+    this.#abortAttempt?.(new Error('client went away'))
+  }
+
+  /** For the sink: the client's socket has drained. */
+  readonly resume = (): void => {
+    this.#resume?.()
+  }
+
+  onConnect(abort: (reason?: Error) => void): void {
+    this.#abortAttempt = abort
+    if (this.#cancelled) abort(new Error('client went away'))
+  }
+
+  onHeaders(status: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    if (this.#cancelled) return true
+    const request = this.#request
+    const seconds = (performance.now() - this.#started) / 1000
+    request.upstreamStatus = status
+    request.upstreamMs = seconds * 1000
+    this.#context.events.onResponse?.(status, seconds)
+    this.#retryReason = RETRYABLE_STATUSES[status] ?? (status === 401 ? 'unauthorized' : undefined)
+    if (this.#retryReason) return true // the body is read and dropped; onComplete decides
+    this.#relaying = true
+    this.#resume = resume
+    this.#sink.start(status, rawHeaders)
+    return true
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (!this.#relaying || this.#cancelled) return true
+    return this.#sink.data(chunk)
+  }
+
+  onComplete(): void {
+    if (this.#cancelled) return
+    if (this.#relaying) {
+      this.#sink.end()
+      return
+    }
+    const reason = this.#retryReason
+    if (reason === 'unauthorized') void this.#refreshAndRetry()
+    else if (reason && this.#attempt < this.#context.policy.maxRetries) this.#backoff(reason)
+    else this.#sink.fail(errors.upstreamUnavailable())
+  }
+
+  onError(error: Error): void {
+    if (this.#cancelled) return
+    if (this.#relaying) {
+      this.#sink.abort(error)
+      return
+    }
+    const code = (error as NodeJS.ErrnoException).code ?? ''
+    const retryable = this.#retryReason === undefined && RETRYABLE_ERRORS.has(code)
+    if (retryable && this.#attempt < this.#context.policy.maxRetries) {
+      this.#backoff(code === 'ECONNREFUSED' || code === 'UND_ERR_CONNECT_TIMEOUT' ? 'connect_error' : 'reset')
+    } else if (code === 'UND_ERR_HEADERS_TIMEOUT') {
+      this.#sink.fail(errors.upstreamTimeout(error))
+    } else {
+      this.#sink.fail(errors.upstreamUnavailable(error))
+    }
+  }
+
+  #backoff(reason: RetryReason): void {
+    const policy = this.#context.policy
+    this.#request.retries++
+    this.#context.events.onRetry?.(reason)
     // Full jitter: spreads the retries of many clients hit by the same upstream blip.
-    const ceiling = Math.min(this.#retry.maxDelayMs, this.#retry.baseDelayMs * 2 ** attempt)
-    await sleep(Math.random() * ceiling, undefined, { signal: exchange.signal })
+    const ceiling = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** this.#attempt)
+    this.#attempt++
+    this.#backoffTimer = setTimeout(() => void this.#retryWithCurrentToken(), Math.random() * ceiling)
+  }
+
+  /** Retries can take a while (connect timeouts, backoff): each takes the current token. */
+  async #retryWithCurrentToken(): Promise<void> {
+    try {
+      this.#request.token = await this.#context.tokens.get()
+    } catch (err) {
+      if (!this.#cancelled) this.#sink.fail(err as ProxyError)
+      return
+    }
+    this.dispatch()
+  }
+
+  /** One 401: drop the token (once for every request refused with it), sign anew, retry. */
+  async #refreshAndRetry(): Promise<void> {
+    if (this.#refreshed) {
+      this.#sink.fail(errors.upstreamUnauthorized())
+      return
+    }
+    this.#refreshed = true
+    const tokens = this.#context.tokens
+    tokens.invalidate(this.#request.token)
+    this.#request.retries++
+    this.#context.events.onRetry?.('unauthorized')
+    // The 401 refresh does not use up a connection-failure retry.
+    await this.#retryWithCurrentToken()
   }
 }

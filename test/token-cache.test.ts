@@ -173,6 +173,26 @@ test('after two thirds of the lifetime, get() answers at once and one refresh si
   assert.equal(signer.attempts, 2)
 })
 
+test('current() hands out the cached token while fresh, synchronously, and never signs', async () => {
+  const { clock, signer, cache } = setup()
+  assert.equal(cache.current(), undefined, 'nothing cached yet')
+  assert.equal(signer.attempts, 0, 'current() does not sign')
+  const first = await cache.get()
+  assert.equal(cache.current()?.jti, first.jti)
+  clock.advance(REFRESH_AFTER_MS - 1)
+  assert.equal(cache.current()?.jti, first.jti, 'fresh until two thirds of its lifetime')
+  clock.advance(2)
+  assert.equal(cache.current(), undefined, 'stale: get() decides (and refreshes)')
+  assert.equal(signer.attempts, 1)
+  const second = await waitFor(async () => {
+    const token = await cache.get()
+    return token.jti !== first.jti ? token : undefined
+  }, 'the refresh')
+  assert.equal(cache.current()?.jti, second.jti)
+  cache.invalidate(second)
+  assert.equal(cache.current(), undefined, 'nothing after invalidate()')
+})
+
 test('100 concurrent cold get() calls cause exactly one signature', async () => {
   const { signer, cache } = setup()
   const tokens = await Promise.all(Array.from({ length: 100 }, () => cache.get()))
@@ -202,6 +222,9 @@ for (const { name, mode, durationMs } of [
     // Three lifetimes in 100 ms steps; the floor is checked when get() answers, not when it was asked.
     for (let elapsed = 0; elapsed <= 3 * TTL_MS; elapsed += STEP_MS) {
       const asked = clock.now() - T0
+      // The synchronous fast path hands out only fresh tokens, so never one below the floor.
+      const fast = cache.current()
+      if (fast) assertAboveFloor(fast, clock.now() / 1000, `current() at +${asked} ms`)
       const outcome = cache.get().then(
         (token) => void outcomes.push({ token, asked, answered: clock.now() - T0 }),
         (error: unknown) => void outcomes.push({ error, asked, answered: clock.now() - T0 }),
