@@ -54,6 +54,10 @@ export interface RecordedRequest {
   aborted: boolean
   /** True once the response has ended, either way. */
   closed: boolean
+  /** Body bytes handed to the response so far. */
+  bodyBytes: number
+  /** True while the response waits for 'drain': the reader (the proxy) has stopped reading. */
+  readonly waitingForDrain: boolean
 }
 
 export class VonageEmulator {
@@ -120,6 +124,10 @@ export class VonageEmulator {
       status: undefined,
       aborted: false,
       closed: false,
+      bodyBytes: 0,
+      get waitingForDrain() {
+        return res.writableNeedDrain
+      },
     }
     this.requests.push(record)
     res.once('close', () => {
@@ -168,11 +176,17 @@ export class VonageEmulator {
     record.jti = check.token.claims.jti
     const item = this.media.get(id)
     if (!item) return problem(res, 404, 'Not Found', 'The media item does not exist or has expired.')
-    serveMedia(req, res, item, fault)
+    serveMedia(req, res, record, item, fault)
   }
 }
 
-function serveMedia(req: IncomingMessage, res: ServerResponse, item: MediaItem, fault?: Fault): void {
+function serveMedia(
+  req: IncomingMessage,
+  res: ServerResponse,
+  record: RecordedRequest,
+  item: MediaItem,
+  fault?: Fault,
+): void {
   res.setHeader('content-type', item.contentType)
   res.setHeader('etag', item.etag)
   res.setHeader('last-modified', item.lastModified.toUTCString())
@@ -216,6 +230,9 @@ function serveMedia(req: IncomingMessage, res: ServerResponse, item: MediaItem, 
   }
   const limit = fault?.resetAfterBytes ?? fault?.stallAfterBytes
   if (limit === undefined) {
+    body.on('data', (chunk: Buffer) => {
+      record.bodyBytes += chunk.length
+    })
     body.pipe(res)
     res.once('close', () => body.destroy())
     return

@@ -1,0 +1,64 @@
+// Proves a client that stops reading stops the proxy reading from Vonage: the upstream response
+// stalls with most of the body unsent, and once the client reads again the whole body arrives intact.
+import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
+import http from 'node:http'
+import { test } from 'node:test'
+import { syntheticStream } from '../src/emulator/media-store.js'
+import { MEDIA_ID, startEmulator, startProxy, waitFor } from './helpers.js'
+
+const MiB = 1024 * 1024
+const SIZE = 256 * MiB
+/**
+ * Kernel socket buffers (two connections, both directions, grown by autotuning) and the
+ * proxy's own 64 KiB allowance hold far less than this; a proxy that ignored backpressure
+ * would read the whole body into memory instead.
+ */
+const STALLED_BELOW = SIZE / 2
+const STEADY_POLLS = 20
+
+async function sha256Of(stream: AsyncIterable<Buffer>): Promise<string> {
+  const hash = createHash('sha256')
+  for await (const chunk of stream) hash.update(chunk)
+  return hash.digest('hex')
+}
+
+test('a client that stops reading stalls the upstream response; reading again completes it intact', {
+  timeout: 60_000,
+}, async (t) => {
+  const emulator = await startEmulator(t)
+  emulator.media.addSynthetic(MEDIA_ID, SIZE)
+  const proxy = await startProxy(t, emulator.url)
+
+  const response = await new Promise<http.IncomingMessage>((resolve, reject) => {
+    const req = http.get(`${proxy.mediaUrl}/media/${MEDIA_ID}`, (res) => {
+      res.pause()
+      resolve(res)
+    })
+    req.once('error', reject)
+  })
+  t.after(() => response.destroy())
+  assert.equal(response.statusCode, 200)
+
+  const upstream = await waitFor(() => emulator.requests[0], 'the upstream request')
+  // Stalled: waiting for 'drain', with not one byte more taken over 20 polls in a row. A proxy
+  // without backpressure empties the emulator's buffer within a poll or two.
+  let steady = 0
+  let last = -1
+  await waitFor(
+    () => {
+      steady = upstream.waitingForDrain && upstream.bodyBytes === last ? steady + 1 : 0
+      last = upstream.bodyBytes
+      return steady >= STEADY_POLLS
+    },
+    'the upstream response to stall',
+    20_000,
+  )
+  assert.ok(upstream.bodyBytes < STALLED_BELOW, `${upstream.bodyBytes} of ${SIZE} bytes left Vonage while nobody read`)
+  assert.equal(upstream.closed, false)
+
+  const expected = sha256Of(syntheticStream(0, SIZE - 1))
+  assert.equal(await sha256Of(response), await expected)
+  assert.equal(upstream.bodyBytes, SIZE)
+  await waitFor(() => proxy.app.inFlight.count === 0, 'the request to end')
+})
