@@ -17,6 +17,8 @@ export const MEDIA_PREFIXES = ['/media', '/v3/media'] as const
 
 /** Bytes a client's socket may have queued before the upstream is paused. */
 const RELAY_BUFFER_BYTES = 64 * 1024
+/** Queued for a client that is not reading, when the upstream cannot be paused: then it is cut. */
+const UNPAUSED_LIMIT_BYTES = 16 * 1024 * 1024
 
 const ALLOW = 'GET, HEAD'
 
@@ -189,6 +191,12 @@ class ClientResponse implements ResponseSink {
     // Node's 16 KiB high-water mark is less than one upstream read: pausing at it would stop
     // the upstream socket after almost every chunk.
     if (res.writableLength <= RELAY_BUFFER_BYTES) return true
+    // Only a body that cannot be paused (one that ends with the connection) gets this far.
+    if (res.writableLength > UNPAUSED_LIMIT_BYTES) {
+      this.abort(new Error('client too slow for a body that cannot be paused'))
+      this.cancel()
+      return true
+    }
     if (!this.#draining && this.exchange) {
       this.#draining = true
       this.res.on('drain', this.exchange.resume)
@@ -212,8 +220,9 @@ class ClientResponse implements ResponseSink {
     res.end(body)
   }
 
+  /** Cuts the response short (the client sees a truncated body, never a clean end). */
   abort(error: Error): void {
-    this.request.log.warn({ reason: error.message }, 'upstream body failed; cutting the response')
+    this.request.log.warn({ reason: error.message }, 'media response cut short')
     this.res.destroy()
   }
 

@@ -62,6 +62,23 @@ const RETRYABLE_ERRORS = new Set([
 ])
 const RETRYABLE_STATUSES: Record<number, RetryReason> = { 502: 'status_502', 503: 'status_503', 504: 'status_504' }
 
+type BodyLeft = number | 'chunked' | 'close-delimited'
+
+/** How a response body ends, from its raw headers: after Content-Length bytes, a last chunk, or the close. */
+function bodyFraming(rawHeaders: Buffer[]): BodyLeft {
+  let length: BodyLeft = 'close-delimited'
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = (rawHeaders[i] as Buffer).toString('latin1').toLowerCase()
+    if (name === 'transfer-encoding') {
+      // Chunked only if it is the final coding (RFC 9112 6.3); otherwise the close ends it.
+      const codings = (rawHeaders[i + 1] as Buffer).toString('latin1').trim().toLowerCase()
+      return codings.endsWith('chunked') ? 'chunked' : 'close-delimited'
+    }
+    if (name === 'content-length') length = Number((rawHeaders[i + 1] as Buffer).toString('latin1'))
+  }
+  return length
+}
+
 /** What every exchange shares: built once by the client. */
 interface ExchangeContext {
   readonly agent: Agent
@@ -124,6 +141,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #started = 0
   #abortAttempt: ((reason?: Error) => void) | undefined
   #resume: (() => void) | undefined
+  /** Body bytes still to come (Content-Length), or how else the relayed body ends. */
+  #bodyLeft: BodyLeft = 'chunked'
   #backoffTimer: NodeJS.Timeout | undefined
 
   constructor(context: ExchangeContext, request: UpstreamRequest, sink: ResponseSink) {
@@ -172,13 +191,19 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.#retryReason) return true // the body is read and dropped; onComplete decides
     this.#relaying = true
     this.#resume = resume
+    this.#bodyLeft = bodyFraming(rawHeaders)
     this.#sink.start(status, rawHeaders)
     return true
   }
 
   onData(chunk: Buffer): boolean {
     if (!this.#relaying || this.#cancelled) return true
-    return this.#sink.data(chunk)
+    const more = this.#sink.data(chunk)
+    if (typeof this.#bodyLeft === 'number') this.#bodyLeft -= chunk.length
+    // undici 7 throws an uncatchable AssertionError when the connection of a paused response
+    // ends (nodejs/undici#5360, fixed only in undici 8, which needs Node 22): never pause on the
+    // last bytes of a sized body, nor on a body that only the connection's close can end.
+    return more || this.#bodyLeft === 0 || this.#bodyLeft === 'close-delimited'
   }
 
   onComplete(): void {

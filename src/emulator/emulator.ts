@@ -37,6 +37,10 @@ export interface Fault {
   stallAfterBytes?: number
   /** Stream without Content-Length (chunked). */
   chunked?: boolean
+  /** Answer with Connection: close, and close the connection after the response. */
+  closeConnection?: boolean
+  /** No Content-Length and no chunked encoding: the body ends when the connection closes. */
+  closeDelimited?: boolean
   /** Send the body in pieces of dripBytes, each after this much silence: slow but steady. */
   dripDelayMs?: number
   /** With dripDelayMs: the size of each piece (1 KiB by default). */
@@ -217,7 +221,9 @@ function serveMedia(
     res.statusCode = 200
   }
   const length = end - start + 1
-  if (!fault?.chunked) res.setHeader('content-length', length)
+  if (fault?.closeConnection || fault?.closeDelimited) res.setHeader('connection', 'close')
+  if (fault?.closeDelimited) res.useChunkedEncodingByDefault = false
+  else if (!fault?.chunked) res.setHeader('content-length', length)
   if (req.method === 'HEAD' || length === 0) {
     res.end()
     return
