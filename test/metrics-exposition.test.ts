@@ -4,8 +4,10 @@ import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import http from 'node:http'
 import { type TestContext, test } from 'node:test'
+import { Counter, Histogram, Registry } from 'prom-client'
 import { request } from 'undici'
 import type { VonageEmulator } from '../src/emulator/emulator.js'
+import { DURATION_BUCKETS, Metrics, UPSTREAM_BUCKETS } from '../src/metrics.js'
 import { MEDIA_ID, type RunningProxy, startEmulator, startProxy, waitFor } from './helpers.js'
 
 const MISSING_ID = '0f0f0f0f-1111-4222-8333-444444444444'
@@ -320,5 +322,69 @@ test('promtool check metrics accepts the exposition', async (t) => {
   for (const finding of findings) {
     // prom-client's own default metrics (nodejs_active_handles_total, a gauge, ...) are not ours to rename.
     assert.match(finding, /^(nodejs|process)_\S+ /, `promtool finding on a proxy metric: ${finding}`)
+  }
+})
+
+test('the per-request series expose exactly what prom-client would for the same observations', async () => {
+  const metrics = new Metrics('0.0.0-test', () => 0, 1)
+  const reference = new Registry()
+  const duration = new Histogram({
+    name: 'media_proxy_request_duration_seconds',
+    help: 'Time from request received to response finished (or aborted).',
+    labelNames: ['method', 'route', 'status'],
+    buckets: DURATION_BUCKETS,
+    registers: [reference],
+  })
+  const upstream = new Histogram({
+    name: 'media_proxy_upstream_latency_seconds',
+    help: 'Time from request sent upstream to upstream response headers, per upstream response.',
+    labelNames: ['status'],
+    buckets: UPSTREAM_BUCKETS,
+    registers: [reference],
+  })
+  const requests = new Counter({
+    name: 'media_proxy_requests_total',
+    help: 'Requests answered on the media port.',
+    labelNames: ['method', 'route', 'status'],
+    registers: [reference],
+  })
+  const bytes = new Counter({
+    name: 'media_proxy_response_bytes_total',
+    help: 'Body bytes sent to clients.',
+    labelNames: ['route'],
+    registers: [reference],
+  })
+  // Bucket edges (a value equal to a bound falls in it), zero, past the last bound, repeats.
+  const observations = [0, 0.005, 0.0050001, 0.3, 1, 599.9, 600, 601, 0.3, 12]
+  observations.forEach((seconds, i) => {
+    const status = i % 3 === 0 ? 404 : 200
+    const route = i % 2 === 0 ? '/media/:id' : '/v3/media/:id'
+    const sent = status === 200 ? 1000 * i : 0
+    metrics.observeRequest('GET', route, status, seconds, sent)
+    metrics.observeUpstream(status, seconds / 2)
+    duration.observe({ method: 'GET', route, status: String(status) }, seconds)
+    requests.inc({ method: 'GET', route, status: String(status) })
+    bytes.inc({ route }, sent)
+    upstream.observe({ status: String(status) }, seconds / 2)
+  })
+
+  const family = (text: string, name: string) =>
+    text
+      .split('\n')
+      .filter(
+        (line) =>
+          line.startsWith(`${name}`) || line.startsWith(`# HELP ${name} `) || line.startsWith(`# TYPE ${name} `),
+      )
+      .sort()
+  const ours = (await metrics.exposition()).body
+  const theirs = await reference.metrics()
+  for (const name of [
+    'media_proxy_request_duration_seconds',
+    'media_proxy_upstream_latency_seconds',
+    'media_proxy_requests_total',
+    'media_proxy_response_bytes_total',
+  ]) {
+    assert.ok(family(ours, name).length >= 4, `${name}: HELP, TYPE and two series at least`)
+    assert.deepEqual(family(ours, name), family(theirs, name), name)
   }
 })
