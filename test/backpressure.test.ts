@@ -2,10 +2,9 @@
 // stalls with most of the body unsent, and once the client reads again the whole body arrives intact.
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import http from 'node:http'
 import { test } from 'node:test'
 import { syntheticStream } from '../src/emulator/media-store.js'
-import { MEDIA_ID, startEmulator, startProxy, waitFor } from './helpers.js'
+import { MEDIA_ID, pausedDownload, startEmulator, startProxy, waitFor } from './helpers.js'
 
 const MiB = 1024 * 1024
 const SIZE = 256 * MiB
@@ -30,13 +29,7 @@ test('a client that stops reading stalls the upstream response; reading again co
   emulator.media.addSynthetic(MEDIA_ID, SIZE)
   const proxy = await startProxy(t, emulator.url)
 
-  const response = await new Promise<http.IncomingMessage>((resolve, reject) => {
-    const req = http.get(`${proxy.mediaUrl}/media/${MEDIA_ID}`, (res) => {
-      res.pause()
-      resolve(res)
-    })
-    req.once('error', reject)
-  })
+  const response = await pausedDownload(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
   t.after(() => response.destroy())
   assert.equal(response.statusCode, 200)
 

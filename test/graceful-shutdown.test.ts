@@ -3,24 +3,13 @@
 // SHUTDOWN_GRACE_MS the rest are cut (and logged as aborted); a second signal exits at once.
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { get, type IncomingMessage } from 'node:http'
+import type { IncomingMessage } from 'node:http'
 import { test } from 'node:test'
 import { request } from 'undici'
 import { syntheticStream } from '../src/emulator/media-store.js'
-import { MEDIA_ID, proxyEnv, spawnProxy, startEmulator, waitFor } from './helpers.js'
+import { MEDIA_ID, pausedDownload, proxyEnv, spawnProxy, startEmulator, waitFor } from './helpers.js'
 
 const SIZE = 16 * 1024 * 1024
-
-/** Starts a download and stops reading after the headers, so it stays in flight. */
-function pausedDownload(url: string): Promise<IncomingMessage> {
-  return new Promise((resolve, reject) => {
-    const req = get(url, (res) => {
-      res.pause()
-      resolve(res)
-    })
-    req.on('error', reject)
-  })
-}
 
 /** Resumes reading; resolves with the sha256 and length, or rejects if the body is cut. */
 function drain(res: IncomingMessage): Promise<{ sha256: string; length: number }> {

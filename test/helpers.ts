@@ -5,6 +5,7 @@ import { generateKeyPairSync, type KeyObject } from 'node:crypto'
 import {
   createServer as createHttpServer,
   type Server as HttpServer,
+  get as httpGet,
   request as httpRequest,
   type IncomingMessage,
   type OutgoingHttpHeaders,
@@ -326,4 +327,15 @@ export function concurrentStatuses(url: string, count: number): Promise<number[]
       return res.statusCode
     }),
   )
+}
+
+/** Starts a download and stops reading after the headers, so it stays in flight. */
+export function pausedDownload(url: string): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const req = httpGet(url, (res) => {
+      res.pause()
+      resolve(res)
+    })
+    req.once('error', reject)
+  })
 }

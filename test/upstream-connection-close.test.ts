@@ -11,7 +11,7 @@ import { syntheticStream } from '../src/emulator/media-store.js'
 import type { ProxyError } from '../src/errors.js'
 import { TokenCache, TokenSigner } from '../src/token-cache.js'
 import { type Exchange, type ResponseSink, UpstreamClient, type UpstreamRequest } from '../src/upstream.js'
-import { accessLines, MEDIA_ID, proxyEnv, startEmulator, startProxy, waitFor } from './helpers.js'
+import { accessLines, MEDIA_ID, pausedDownload, proxyEnv, startEmulator, startProxy, waitFor } from './helpers.js'
 
 const SIZE = 32 * 1024 * 1024
 
@@ -133,13 +133,7 @@ test('a close-delimited body to a client that stops reading is cut once 16 MiB w
   emulator.faults.push({ closeDelimited: true })
   const proxy = await startProxy(t, emulator.url)
 
-  const response = await new Promise<http.IncomingMessage>((resolve, reject) => {
-    const req = http.get(`${proxy.mediaUrl}/media/${MEDIA_ID}`, (res) => {
-      res.pause()
-      resolve(res)
-    })
-    req.once('error', reject)
-  })
+  const response = await pausedDownload(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
   t.after(() => response.destroy())
   assert.equal(response.statusCode, 200)
 
