@@ -62,21 +62,37 @@ const RETRYABLE_ERRORS = new Set([
 ])
 const RETRYABLE_STATUSES: Record<number, RetryReason> = { 502: 'status_502', 503: 'status_503', 504: 'status_504' }
 
-type BodyLeft = number | 'chunked' | 'close-delimited'
+/**
+ * What is left of a relayed body, for deciding when it may be paused: the Content-Length bytes
+ * still to come, 'chunked' (ends with its last chunk), or 'unpausable'.
+ *
+ * undici 7 throws an uncatchable AssertionError, which ends the process, when a paused
+ * response's connection ends and the response was not keep-alive (nodejs/undici#5360; fixed
+ * only in undici 8, which needs Node 22). A keep-alive response is safe: its connection ending
+ * is an ordinary error. So a response sent with Connection: close, or whose body only the close
+ * can end, is never paused; nor is any body on its last bytes, which a close may follow at once.
+ */
+type BodyLeft = number | 'chunked' | 'unpausable'
 
-/** How a response body ends, from its raw headers: after Content-Length bytes, a last chunk, or the close. */
 function bodyFraming(rawHeaders: Buffer[]): BodyLeft {
-  let length: BodyLeft = 'close-delimited'
+  let length: number | undefined
+  let chunked = false
+  let coded = false
+  let closes = false
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = (rawHeaders[i] as Buffer).toString('latin1').toLowerCase()
-    if (name === 'transfer-encoding') {
+    if (name !== 'content-length' && name !== 'transfer-encoding' && name !== 'connection') continue
+    const value = (rawHeaders[i + 1] as Buffer).toString('latin1').trim().toLowerCase()
+    if (name === 'content-length') length = Number(value)
+    else if (name === 'connection') closes ||= /(^|,)\s*close\s*(,|$)/.test(value)
+    else {
       // Chunked only if it is the final coding (RFC 9112 6.3); otherwise the close ends it.
-      const codings = (rawHeaders[i + 1] as Buffer).toString('latin1').trim().toLowerCase()
-      return codings.endsWith('chunked') ? 'chunked' : 'close-delimited'
+      coded = true
+      chunked = value.endsWith('chunked')
     }
-    if (name === 'content-length') length = Number((rawHeaders[i + 1] as Buffer).toString('latin1'))
   }
-  return length
+  if (closes || (coded && !chunked) || (!coded && length === undefined)) return 'unpausable'
+  return chunked ? 'chunked' : (length as number)
 }
 
 /** What every exchange shares: built once by the client. */
@@ -200,10 +216,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (!this.#relaying || this.#cancelled) return true
     const more = this.#sink.data(chunk)
     if (typeof this.#bodyLeft === 'number') this.#bodyLeft -= chunk.length
-    // undici 7 throws an uncatchable AssertionError when the connection of a paused response
-    // ends (nodejs/undici#5360, fixed only in undici 8, which needs Node 22): never pause on the
-    // last bytes of a sized body, nor on a body that only the connection's close can end.
-    return more || this.#bodyLeft === 0 || this.#bodyLeft === 'close-delimited'
+    // Not every body may be paused: see BodyLeft.
+    return more || this.#bodyLeft === 0 || this.#bodyLeft === 'unpausable'
   }
 
   onComplete(): void {

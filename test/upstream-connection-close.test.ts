@@ -1,10 +1,11 @@
-// Proves a slow client can read a body Vonage sends with Connection: close to the end, whatever
-// its framing, without crashing the proxy: undici 7 throws an uncatchable AssertionError when a
-// paused response's connection ends (nodejs/undici#5360), so the relay never pauses on a body's
-// last bytes, nor on a body only the close can end.
+// Proves Connection: close responses never crash the proxy, whatever their framing. undici 7
+// throws an uncatchable AssertionError when a paused, non-keep-alive response's connection ends
+// (nodejs/undici#5360), so such responses are never paused (and are cut past 16 MiB queued for a
+// client that does not read), and no body is paused on its last bytes.
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import http from 'node:http'
+import net from 'node:net'
 import { test } from 'node:test'
 import { loadConfig } from '../src/config.js'
 import { syntheticStream } from '../src/emulator/media-store.js'
@@ -13,7 +14,7 @@ import { TokenCache, TokenSigner } from '../src/token-cache.js'
 import { type Exchange, type ResponseSink, UpstreamClient, type UpstreamRequest } from '../src/upstream.js'
 import { accessLines, MEDIA_ID, pausedDownload, proxyEnv, startEmulator, startProxy, waitFor } from './helpers.js'
 
-const SIZE = 32 * 1024 * 1024
+const SIZE = 8 * 1024 * 1024
 
 async function sha256Of(stream: AsyncIterable<Buffer>, pauseMs = 0): Promise<{ digest: string; bytes: number }> {
   const hash = createHash('sha256')
@@ -30,9 +31,7 @@ async function sha256Of(stream: AsyncIterable<Buffer>, pauseMs = 0): Promise<{ d
 for (const framing of ['Content-Length', 'chunked', 'close-delimited'] as const) {
   test(`a slow client reads a ${framing} body sent with Connection: close to the end`, async (t) => {
     const emulator = await startEmulator(t)
-    // A body only the close can end is never paused: it must fit the 16 MiB the proxy queues.
-    const size = framing === 'close-delimited' ? SIZE / 4 : SIZE
-    emulator.media.addSynthetic(MEDIA_ID, size)
+    emulator.media.addSynthetic(MEDIA_ID, SIZE)
     emulator.faults.push({
       closeConnection: true,
       chunked: framing === 'chunked',
@@ -44,10 +43,10 @@ for (const framing of ['Content-Length', 'chunked', 'close-delimited'] as const)
       http.get(`${proxy.mediaUrl}/media/${MEDIA_ID}`, resolve).once('error', reject)
     })
     assert.equal(response.statusCode, 200)
-    assert.equal(response.headers['content-length'], framing === 'Content-Length' ? String(size) : undefined)
+    assert.equal(response.headers['content-length'], framing === 'Content-Length' ? String(SIZE) : undefined)
     const received = await sha256Of(response, 2)
-    assert.equal(received.bytes, size)
-    assert.equal(received.digest, (await sha256Of(syntheticStream(0, size - 1))).digest)
+    assert.equal(received.bytes, SIZE)
+    assert.equal(received.digest, (await sha256Of(syntheticStream(0, SIZE - 1))).digest)
     const upstream = await waitFor(() => emulator.requests[0], 'the upstream request')
     assert.equal(upstream.closed, true)
     await waitFor(() => proxy.app.inFlight.count === 0, 'the request to end')
@@ -145,3 +144,52 @@ test('a close-delimited body to a client that stops reading is cut once 16 MiB w
   await waitFor(() => upstream.closed, 'the upstream request to be cancelled')
   assert.equal(upstream.aborted, true)
 })
+
+for (const framing of ['Content-Length', 'chunked'] as const) {
+  test(`Vonage closing a Connection: close response mid-body while the relay waits for a slow client cuts that response, not the process (${framing})`, async (t) => {
+    // A raw upstream: it trickles the body until the proxy's response to a client that is not
+    // reading has backed up, then ends the connection (FIN) with the body incomplete.
+    let clientResponse: http.ServerResponse | undefined
+    let backedUp = false
+    const sockets = new Set<net.Socket>()
+    const upstream = net.createServer((socket) => {
+      sockets.add(socket)
+      socket.on('error', () => {})
+      socket.once('data', async () => {
+        socket.write(
+          framing === 'chunked'
+            ? 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n4000000\r\n'
+            : 'HTTP/1.1 200 OK\r\nContent-Length: 67108864\r\nConnection: close\r\n\r\n',
+        )
+        const piece = Buffer.alloc(32 * 1024, 0x61)
+        for (let i = 0; i < 2_000 && !socket.destroyed; i++) {
+          socket.write(piece)
+          await new Promise((resolve) => setTimeout(resolve, 2))
+          if ((clientResponse?.writableLength ?? 0) > 64 * 1024) {
+            backedUp = true
+            break
+          }
+        }
+        socket.end()
+      })
+    })
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
+    t.after(() => {
+      for (const socket of sockets) socket.destroy()
+      upstream.close()
+    })
+    const { port } = upstream.address() as net.AddressInfo
+    const proxy = await startProxy(t, `http://127.0.0.1:${port}`)
+    proxy.app.media.server.prependListener('request', (_req, res) => {
+      clientResponse = res
+    })
+
+    const response = await pausedDownload(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
+    t.after(() => response.destroy())
+    assert.equal(response.statusCode, 200)
+    const line = await waitFor(() => accessLines(proxy)[0], 'the cut response to be logged', 10_000)
+    assert.equal(backedUp, true, 'the relay had to wait for the client')
+    assert.equal(line.aborted, true)
+    assert.equal(proxy.app.inFlight.count, 0)
+  })
+}
