@@ -173,9 +173,12 @@ class ClientResponse implements ResponseSink {
 
   start(status: number, rawHeaders: Buffer[]): void {
     const headers: OutgoingHttpHeaders = responseBasics(this.request)
+    // A 304 or 204 has no body. RFC 9110 lets a 304 carry the representation's Content-Length,
+    // but clients such as undici (Node's fetch) then wait for a body: it is not passed on.
+    const bodiless = status === 304 || status === 204
     for (let i = 0; i < rawHeaders.length; i += 2) {
       const name = (rawHeaders[i] as Buffer).toString('latin1').toLowerCase()
-      if (!isPassedBack(name)) continue
+      if (!isPassedBack(name) || (bodiless && name === 'content-length')) continue
       // latin1 both ways: the bytes Vonage sent are the bytes the client gets.
       const value = (rawHeaders[i + 1] as Buffer).toString('latin1')
       const previous = headers[name]

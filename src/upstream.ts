@@ -157,6 +157,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #started = 0
   #abortAttempt: ((reason?: Error) => void) | undefined
   #resume: (() => void) | undefined
+  /** The status of the response being relayed. */
+  #status = 0
   /** Body bytes still to come (Content-Length), or how else the relayed body ends. */
   #bodyLeft: BodyLeft = 'chunked'
   #backoffTimer: NodeJS.Timeout | undefined
@@ -197,7 +199,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onHeaders(status: number, rawHeaders: Buffer[], resume: () => void): boolean {
-    if (this.#cancelled) return true
+    // 1xx (103 Early Hints): informational, the real response follows.
+    if (this.#cancelled || status < 200) return true
     const request = this.#request
     const seconds = (performance.now() - this.#started) / 1000
     request.upstreamStatus = status
@@ -205,7 +208,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#context.events.onResponse?.(status, seconds)
     this.#retryReason = RETRYABLE_STATUSES[status] ?? (status === 401 ? 'unauthorized' : undefined)
     if (this.#retryReason) return true // the body is read and dropped; onComplete decides
+    if (status > 599) {
+      // Not an HTTP status a client could be given: a broken upstream, as for a reset.
+      this.#sink.fail(errors.upstreamUnavailable())
+      this.cancel()
+      return true
+    }
     this.#relaying = true
+    this.#status = status
     this.#resume = resume
     this.#bodyLeft = bodyFraming(rawHeaders)
     this.#sink.start(status, rawHeaders)
@@ -235,7 +245,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
   onError(error: Error): void {
     if (this.#cancelled) return
     if (this.#relaying) {
-      this.#sink.abort(error)
+      // A 304 or 204 never has a body, whatever Content-Length says (RFC 9110 8.6); undici 7
+      // still expects one and reports the shortfall.
+      const bodiless = this.#status === 304 || this.#status === 204
+      if (bodiless && (error as NodeJS.ErrnoException).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
+        this.#sink.end()
+      } else {
+        this.#sink.abort(error)
+      }
       return
     }
     const code = (error as NodeJS.ErrnoException).code ?? ''

@@ -1,0 +1,68 @@
+// Proves responses the emulator never sends are relayed sanely: a 103 Early Hints before the
+// real response, a 304 that carries Content-Length (RFC 9110 allows it; there is no body), and a
+// status no client could be given (502 problem+json).
+import assert from 'node:assert/strict'
+import net from 'node:net'
+import { type TestContext, test } from 'node:test'
+import { request } from 'undici'
+import { MEDIA_ID, startProxy } from './helpers.js'
+
+/** An upstream that answers every request with these exact bytes and keeps the connection. */
+async function scriptedUpstream(t: TestContext, answer: string): Promise<string> {
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer((socket) => {
+    sockets.add(socket)
+    socket.on('error', () => {})
+    let head = ''
+    socket.on('data', (data: Buffer) => {
+      head += data.toString('latin1')
+      while (head.includes('\r\n\r\n')) {
+        head = head.slice(head.indexOf('\r\n\r\n') + 4)
+        socket.write(answer)
+      }
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.after(() => {
+    for (const socket of sockets) socket.destroy()
+    server.close()
+  })
+  return `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`
+}
+
+test('a 103 Early Hints before the response is skipped; the 200 and its body arrive whole', async (t) => {
+  const upstream = await scriptedUpstream(
+    t,
+    'HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n' +
+      'HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 5\r\n\r\nhello',
+  )
+  const proxy = await startProxy(t, upstream)
+  const res = await request(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
+  assert.equal(res.statusCode, 200)
+  assert.equal(res.headers['content-type'], 'image/png')
+  assert.equal(res.headers.link, undefined)
+  assert.equal(await res.body.text(), 'hello')
+})
+
+test('a 304 carrying Content-Length reaches the client as a 304, and the connection stays usable', async (t) => {
+  const upstream = await scriptedUpstream(t, 'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 5\r\n\r\n')
+  const proxy = await startProxy(t, upstream)
+  for (let i = 0; i < 2; i++) {
+    const res = await request(`${proxy.mediaUrl}/media/${MEDIA_ID}`, { headers: { 'if-none-match': '"v1"' } })
+    assert.equal(res.statusCode, 304)
+    assert.equal(res.headers.etag, '"v1"')
+    assert.equal(await res.body.text(), '')
+  }
+  await new Promise((resolve) => setImmediate(resolve))
+  assert.equal(proxy.app.inFlight.count, 0)
+})
+
+test('a status above 599 from upstream becomes a 502 problem+json', async (t) => {
+  const upstream = await scriptedUpstream(t, 'HTTP/1.1 799 Odd\r\nContent-Length: 0\r\n\r\n')
+  const proxy = await startProxy(t, upstream)
+  const res = await request(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
+  assert.equal(res.statusCode, 502)
+  assert.equal(res.headers['content-type'], 'application/problem+json')
+  const problem = (await res.body.json()) as { type: string }
+  assert.equal(problem.type, 'urn:vonage-media-proxy:problem:upstream-unavailable')
+})
