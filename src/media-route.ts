@@ -101,11 +101,21 @@ async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Pr
       // Over before the response finished: the client went away (or the relay was cut).
       if (!finished) client.cancel()
     }
+    // A pipelined request waits for the responses ahead of it on its connection: it goes
+    // upstream only when its turn comes, or one client could fan out hundreds of requests.
+    if (reply.raw.socket) relay(request, media, client)
+    else reply.raw.once('socket', () => relay(request, media, client))
+    return undefined
+  }
+
+  /** Takes the cached token (synchronously while it is fresh) and sends the request upstream. */
+  function relay(request: FastifyRequest, media: MediaRequest, client: ClientResponse): void {
+    if (client.closed) return
     const token = tokens.current()
     if (token) {
       media.token = token
       client.exchange = upstream.send(media, client)
-      return undefined
+      return
     }
     tokens.get().then(
       (token) => {
@@ -119,7 +129,6 @@ async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Pr
         client.fail(problem)
       },
     )
-    return undefined
   }
 
   for (const prefix of MEDIA_PREFIXES) {
