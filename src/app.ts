@@ -43,6 +43,8 @@ export interface AppDeps {
   onShutdownRequest?: () => void
   /** How often the key file is re-read as a fallback to the directory watch. */
   keyPollIntervalMs?: number
+  /** How long a client may read nothing while its media response waits; 60 s by default. */
+  sendTimeoutMs?: number
 }
 
 export interface ProxyApp {
@@ -119,7 +121,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
     accessLog.track(request, reply)
     refuse(request, reply, done)
   })
-  await media.register(mediaRoute, { config, tokens, upstream, inFlight })
+  await media.register(mediaRoute, { config, tokens, upstream, inFlight, sendTimeoutMs: deps.sendTimeoutMs })
   media.setNotFoundHandler((request, reply) => {
     // Methods Fastify has no route table for (PROPFIND, …) land here even on media paths.
     if (MEDIA_PATH.test(request.url)) {

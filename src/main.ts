@@ -67,6 +67,8 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'))
 
   app = await buildApp(config, { onShutdownRequest: () => stop('quitquitquit') })
+  // Whatever ends the process (a crash included), the batched log lines are written first.
+  process.on('exit', () => app?.flushLogs())
   const { mediaUrl, adminUrl } = await app.listen()
   app.logger.info({ mediaUrl, adminUrl, upstream: config.upstreamBaseUrl.origin }, 'vonage-media-proxy listening')
   app.flushLogs()

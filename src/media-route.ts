@@ -19,6 +19,12 @@ export const MEDIA_PREFIXES = ['/media', '/v3/media'] as const
 const RELAY_BUFFER_BYTES = 64 * 1024
 /** Queued for a client that is not reading, when the upstream cannot be paused: then it is cut. */
 const UNPAUSED_LIMIT_BYTES = 16 * 1024 * 1024
+/**
+ * A client that reads nothing for this long while its response waits is cut, as nginx's
+ * send_timeout (60 s) does: otherwise it would hold an in-flight slot and an upstream
+ * connection for as long as it likes (undici's body timeout does not run while paused).
+ */
+const DEFAULT_SEND_TIMEOUT_MS = 60_000
 
 const ALLOW = 'GET, HEAD'
 
@@ -38,6 +44,8 @@ export interface MediaRouteOptions {
   tokens: TokenCache
   upstream: UpstreamClient
   inFlight: InFlightCounter
+  /** How long a client may read nothing while its response waits (nginx's send_timeout). */
+  sendTimeoutMs?: number
 }
 
 /** How many media requests are being served; shared with metrics and shutdown. */
@@ -66,6 +74,7 @@ export class InFlightCounter {
 
 async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Promise<void> {
   const { config, tokens, upstream, inFlight } = options
+  const sendTimeoutMs = options.sendTimeoutMs ?? DEFAULT_SEND_TIMEOUT_MS
   // An upstream may sit behind a path prefix (an egress gateway); URL keeps '/' for none.
   const upstreamPath = `${config.upstreamBaseUrl.pathname.replace(/\/+$/, '')}/v3/media/`
   const checkClientKey = clientKeyCheck(config.inboundApiKeys)
@@ -95,11 +104,10 @@ async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Pr
       upstreamMs: undefined,
     }
     request.media = media
-    const client = new ClientResponse(request, reply.raw)
+    const client = new ClientResponse(request, reply.raw, sendTimeoutMs)
     request.onEnd = (finished) => {
       inFlight.release()
-      // Over before the response finished: the client went away (or the relay was cut).
-      if (!finished) client.cancel()
+      client.ended(finished)
     }
     // A pipelined request waits for the responses ahead of it on its connection: it goes
     // upstream only when its turn comes, or one client could fan out hundreds of requests.
@@ -169,11 +177,13 @@ function forwardedHeaders(request: FastifyRequest): string[] {
 class ClientResponse implements ResponseSink {
   exchange: Exchange | undefined
   #closed = false
-  #draining = false
+  #listening = false
+  #sendTimer: NodeJS.Timeout | undefined
 
   constructor(
     readonly request: FastifyRequest,
     readonly res: ServerResponse,
+    readonly sendTimeoutMs: number,
   ) {}
 
   get closed(): boolean {
@@ -209,11 +219,24 @@ class ClientResponse implements ResponseSink {
       this.cancel()
       return true
     }
-    if (!this.#draining && this.exchange) {
-      this.#draining = true
-      this.res.on('drain', this.exchange.resume)
+    if (!this.#listening) {
+      this.#listening = true
+      res.on('drain', this.#drained)
     }
+    this.#sendTimer ??= setTimeout(this.#stalled, this.sendTimeoutMs).unref()
     return false
+  }
+
+  readonly #drained = (): void => {
+    clearTimeout(this.#sendTimer)
+    this.#sendTimer = undefined
+    this.exchange?.resume()
+  }
+
+  readonly #stalled = (): void => {
+    this.#sendTimer = undefined
+    this.abort(new Error(`client read nothing for ${this.sendTimeoutMs} ms`))
+    this.cancel()
   }
 
   end(): void {
@@ -222,9 +245,15 @@ class ClientResponse implements ResponseSink {
 
   fail(problem: ProxyError): void {
     if (this.#closed) return
+    const request = this.request
+    if (problem.code.startsWith('upstream-')) {
+      // The error code only (ECONNREFUSED, UND_ERR_CONNECT_TIMEOUT, a TLS verification code…):
+      // enough to tell a dead upstream from a refused certificate, and never a header.
+      const cause = (problem.cause as { code?: unknown } | undefined)?.code
+      request.log.warn({ err: problem.code, cause: typeof cause === 'string' ? cause : null }, 'Vonage request failed')
+    }
     const res = this.res
     if (res.headersSent) return void res.destroy()
-    const request = this.request
     const { body, headers } = problemResponse(problem, request.id)
     if (request.method !== 'HEAD') request.bytesSent = body.length
     headers['content-length'] = String(body.length)
@@ -240,7 +269,14 @@ class ClientResponse implements ResponseSink {
 
   cancel(): void {
     this.#closed = true
+    clearTimeout(this.#sendTimer)
     this.exchange?.cancel()
+  }
+
+  /** The response closed; over before it finished means the client went away (or it was cut). */
+  ended(finished: boolean): void {
+    clearTimeout(this.#sendTimer)
+    if (!finished) this.cancel()
   }
 }
 

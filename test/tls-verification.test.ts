@@ -100,6 +100,10 @@ test('an HTTPS upstream with a self-signed certificate is refused with 502', asy
   const proxy = await startProxy(t, upstream.url)
 
   await assertRefused(proxy.mediaUrl, upstream, emulator)
+  // The operator, unlike the client, learns why: the TLS error code, nothing more.
+  const failure = proxy.logs.find((line) => line.msg === 'Vonage request failed')
+  assert.equal(failure?.err, 'upstream-unavailable')
+  assert.match(String(failure?.cause), /SELF_SIGNED|UNABLE_TO_VERIFY|CERT/)
 })
 
 test('a proxy process without the CA refuses the self-signed upstream', async (t) => {
