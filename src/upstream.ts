@@ -255,8 +255,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
       }
       return
     }
+    // The body of a 401 or a 502/503/504 was being read only to be dropped: losing it changes
+    // nothing, so the retry goes ahead as if it had ended.
+    if (this.#retryReason !== undefined) {
+      this.onComplete()
+      return
+    }
     const code = (error as NodeJS.ErrnoException).code ?? ''
-    const retryable = this.#retryReason === undefined && RETRYABLE_ERRORS.has(code)
+    const retryable = RETRYABLE_ERRORS.has(code)
     if (retryable && this.#attempt < this.#context.policy.maxRetries) {
       this.#backoff(code === 'ECONNREFUSED' || code === 'UND_ERR_CONNECT_TIMEOUT' ? 'connect_error' : 'reset')
     } else if (code === 'UND_ERR_HEADERS_TIMEOUT') {

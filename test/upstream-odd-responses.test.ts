@@ -1,6 +1,6 @@
 // Proves responses the emulator never sends are relayed sanely: a 103 Early Hints before the
-// real response, a 304 that carries Content-Length (RFC 9110 allows it; there is no body), and a
-// status no client could be given (502 problem+json).
+// real response, a 304 that carries Content-Length (RFC 9110 allows it; there is no body), a
+// status no client could be given (502 problem+json); and a 503 whose body is cut off is still retried.
 import assert from 'node:assert/strict'
 import net from 'node:net'
 import { type TestContext, test } from 'node:test'
@@ -65,4 +65,38 @@ test('a status above 599 from upstream becomes a 502 problem+json', async (t) =>
   assert.equal(res.headers['content-type'], 'application/problem+json')
   const problem = (await res.body.json()) as { type: string }
   assert.equal(problem.type, 'urn:vonage-media-proxy:problem:upstream-unavailable')
+})
+
+test('a 503 whose body is cut off is still retried, and the retry answers', async (t) => {
+  let connections = 0
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer((socket) => {
+    sockets.add(socket)
+    socket.on('error', () => {})
+    const first = connections++ === 0
+    socket.once('data', () => {
+      if (first) {
+        // Headers and part of the body, then the connection is gone.
+        socket.write('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n\r\npartial')
+        setImmediate(() => socket.destroy())
+      } else {
+        socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello')
+      }
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.after(() => {
+    for (const socket of sockets) socket.destroy()
+    server.close()
+  })
+  const proxy = await startProxy(
+    t,
+    `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    {},
+    { retry: { maxRetries: 2, baseDelayMs: 1, maxDelayMs: 5 } },
+  )
+  const res = await request(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
+  assert.equal(res.statusCode, 200)
+  assert.equal(await res.body.text(), 'hello')
+  assert.equal(connections, 2)
 })
