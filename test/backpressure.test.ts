@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { test } from 'node:test'
 import { syntheticStream } from '../src/emulator/media-store.js'
-import { accessLines, MEDIA_ID, pausedDownload, startEmulator, startProxy, waitFor } from './helpers.js'
+import { accessLines, MEDIA_ID, pausedDownload, startEmulator, startProxy, waitFor, waitForStall } from './helpers.js'
 
 const MiB = 1024 * 1024
 const SIZE = 256 * MiB
@@ -15,7 +15,6 @@ const SIZE = 256 * MiB
  * would read the whole body into memory instead.
  */
 const STALLED_BELOW = SIZE / 2
-const STEADY_POLLS = 20
 
 async function sha256Of(stream: AsyncIterable<Buffer>): Promise<string> {
   const hash = createHash('sha256')
@@ -35,19 +34,7 @@ test('a client that stops reading stalls the upstream response; reading again co
   assert.equal(response.statusCode, 200)
 
   const upstream = await waitFor(() => emulator.requests[0], 'the upstream request')
-  // Stalled: waiting for 'drain', with not one byte more taken over 20 polls in a row. A proxy
-  // without backpressure empties the emulator's buffer within a poll or two.
-  let steady = 0
-  let last = -1
-  await waitFor(
-    () => {
-      steady = upstream.waitingForDrain && upstream.bodyBytes === last ? steady + 1 : 0
-      last = upstream.bodyBytes
-      return steady >= STEADY_POLLS
-    },
-    'the upstream response to stall',
-    20_000,
-  )
+  await waitForStall(upstream, 'the upstream response to stall')
   assert.ok(upstream.bodyBytes < STALLED_BELOW, `${upstream.bodyBytes} of ${SIZE} bytes left Vonage while nobody read`)
   assert.equal(upstream.closed, false)
 

@@ -19,13 +19,14 @@ import { fileURLToPath } from 'node:url'
 import { request as undiciRequest } from 'undici'
 import { type AppDeps, buildApp, type ProxyApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
-import { VonageEmulator } from '../src/emulator/emulator.js'
+import { type RecordedRequest, VonageEmulator } from '../src/emulator/emulator.js'
 
 /** The repository root: where src/main.ts is run from. */
 export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url))
 
 export const APPLICATION_ID = 'aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee'
 export const MEDIA_ID = '1b456509-974c-458b-aafa-45fc48a4d976'
+const STALL_POLLS = 20
 
 export interface TestKeys {
   privateKey: KeyObject
@@ -338,4 +339,23 @@ export function pausedDownload(url: string): Promise<IncomingMessage> {
     })
     req.once('error', reject)
   })
+}
+
+/**
+ * Waits until the emulator's response is stalled by the reader (the proxy): waiting for 'drain'
+ * with not one byte more taken over 20 polls in a row. A reader that does not apply
+ * backpressure empties the emulator's buffer within a poll or two.
+ */
+export async function waitForStall(upstream: RecordedRequest, message: string): Promise<void> {
+  let steady = 0
+  let last = -1
+  await waitFor(
+    () => {
+      steady = upstream.waitingForDrain && upstream.bodyBytes === last ? steady + 1 : 0
+      last = upstream.bodyBytes
+      return steady >= STALL_POLLS
+    },
+    message,
+    20_000,
+  )
 }

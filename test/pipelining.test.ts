@@ -3,11 +3,10 @@
 import assert from 'node:assert/strict'
 import { connect } from 'node:net'
 import { test } from 'node:test'
-import { MEDIA_ID, startEmulator, startProxy, waitFor } from './helpers.js'
+import { MEDIA_ID, startEmulator, startProxy, waitFor, waitForStall } from './helpers.js'
 
 const SIZE = 16 * 1024 * 1024
 const PIPELINED = 20
-const STEADY_POLLS = 20
 
 test('20 pipelined requests from a client that stops reading send one request upstream; reading again gets all 20', {
   timeout: 60_000,
@@ -26,17 +25,7 @@ test('20 pipelined requests from a client that stops reading send one request up
 
   // The first response stalls on the client; the others wait their turn, not upstream.
   const first = await waitFor(() => emulator.requests[0], 'the first upstream request')
-  let steady = 0
-  let last = -1
-  await waitFor(
-    () => {
-      steady = first.waitingForDrain && first.bodyBytes === last ? steady + 1 : 0
-      last = first.bodyBytes
-      return steady >= STEADY_POLLS
-    },
-    'the first response to stall',
-    20_000,
-  )
+  await waitForStall(first, 'the first response to stall')
   assert.equal(emulator.requests.length, 1, 'requests sent upstream while the client reads nothing')
 
   // Reading again: every response arrives whole, each after the one before.
