@@ -23,8 +23,13 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 # Distroless has no shell, package manager or curl. Its entrypoint is node itself.
 FROM gcr.io/distroless/nodejs20-debian12:nonroot
 WORKDIR /app
+# MALLOC_TRIM_THRESHOLD_: glibc otherwise hands freed heap back to the kernel whenever 128 KiB
+# sit free at its top, and takes it back (page faults) on the next socket reads. Every garbage
+# collection frees megabytes of 64 KiB read buffers at once, and large downloads then cost up to
+# 1.5x the CPU, in 5 of 8 processes tried (README, Performance). 32 MiB stops the churn.
 ENV NODE_ENV=production \
-    HOST=0.0.0.0
+    HOST=0.0.0.0 \
+    MALLOC_TRIM_THRESHOLD_=33554432
 # Everything is owned by root and only readable by the runtime user: the process writes
 # nothing at run time (logs go to stdout), so a read-only root filesystem works.
 COPY --from=prod-deps /app/node_modules ./node_modules

@@ -1,6 +1,7 @@
-// The proxy under test, as production runs it: compiled, `node dist/main.js`, logging at info
-// to stdout (a file here, as a container runtime would drain it), metrics on the admin port,
-// a throwaway RSA key read from a file, and an application token that the origin never checks.
+// The proxy under test, as production runs it: compiled, `node dist/main.js` with the image's
+// allocator settings, logging at info to stdout (a file here, as a container runtime would drain
+// it), metrics on the admin port, a throwaway RSA key read from a file, and an application
+// token that the origin never checks.
 import { execFileSync } from 'node:child_process'
 import { createSign, generateKeyPairSync, randomUUID } from 'node:crypto'
 import { readFileSync, writeFileSync } from 'node:fs'
@@ -74,6 +75,7 @@ export async function startProxy(
       PORT: '0',
       ADMIN_PORT: '0',
       LOG_LEVEL: 'info',
+      ...imageMallocEnv(),
     },
   })
   const deadline = Date.now() + START_TIMEOUT_MS
@@ -110,4 +112,12 @@ export async function readProxyMetrics(adminUrl: string): Promise<ProxyMetrics> 
     }
   }
   return { signatures, requests }
+}
+
+/** The glibc allocator settings the container image sets (Dockerfile ENV), so the benchmark runs what production runs. */
+export function imageMallocEnv(): Record<string, string> {
+  const dockerfile = readFileSync(join(REPO_ROOT, 'Dockerfile'), 'utf8')
+  return Object.fromEntries(
+    [...dockerfile.matchAll(/\b(MALLOC_[A-Z_]+_)=(\d+)/g)].map(([, name, value]) => [name, value]),
+  )
 }

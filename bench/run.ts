@@ -40,7 +40,15 @@ import {
   rssBytes,
   SERVER_CORE,
 } from './processes.js'
-import { buildProxy, type RunningProxy, readProxyMetrics, startProxy, staticToken, throwawayKey } from './proxy.js'
+import {
+  buildProxy,
+  imageMallocEnv,
+  type RunningProxy,
+  readProxyMetrics,
+  startProxy,
+  staticToken,
+  throwawayKey,
+} from './proxy.js'
 import {
   type Cell,
   checkTargets,
@@ -450,6 +458,9 @@ async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup
     '',
     `vonage-media-proxy benchmark: ${settings.rounds} interleaved round(s), medians; ${settings.seconds} s per run`,
     `origin: ${env.origin.description} (isolates the proxy's own cost)`,
+    `proxy: node dist/main.js, LOG_LEVEL=info, metrics on, the image's ${Object.entries(imageMallocEnv())
+      .map(([name, value]) => `${name}=${value}`)
+      .join(' ')}`,
     `load: ${machine.loadGenerator}; ${machine.pinning}`,
     `machine: ${machine.cores} x ${machine.cpu}, node ${process.version}` +
       (settings.nginx ? `, nginx ${machine.nginx}` : '') +
