@@ -9,7 +9,7 @@ import fp from 'fastify-plugin'
 import type { Config } from './config.js'
 import { errors, type ProxyError, problemResponse, sendProblem, toProxyError } from './errors.js'
 import { FORWARDED_REQUEST_HEADERS, isPassedBack, responseBasics } from './headers.js'
-import type { TokenCache } from './token-cache.js'
+import type { Token, TokenCache } from './token-cache.js'
 import type { Exchange, ResponseSink, UpstreamClient, UpstreamRequest } from './upstream.js'
 
 export const MEDIA_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
@@ -111,32 +111,28 @@ async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Pr
     }
     // A pipelined request waits for the responses ahead of it on its connection: it goes
     // upstream only when its turn comes, or one client could fan out hundreds of requests.
-    if (reply.raw.socket) relay(request, media, client)
-    else reply.raw.once('socket', () => relay(request, media, client))
+    if (reply.raw.socket) relay(media, client)
+    else reply.raw.once('socket', () => relay(media, client))
     return undefined
   }
 
   /** Takes the cached token (synchronously while it is fresh) and sends the request upstream. */
-  function relay(request: FastifyRequest, media: MediaRequest, client: ClientResponse): void {
-    if (client.closed) return
-    const token = tokens.current()
-    if (token) {
+  function relay(media: MediaRequest, client: ClientResponse): void {
+    const send = (token: Token) => {
+      if (client.closed) return
       media.token = token
       client.exchange = upstream.send(media, client)
+    }
+    const token = tokens.current()
+    if (token) {
+      send(token)
       return
     }
-    tokens.get().then(
-      (token) => {
-        if (client.closed) return
-        media.token = token
-        client.exchange = upstream.send(media, client)
-      },
-      (err: unknown) => {
-        const problem = toProxyError(err)
-        request.log.error({ err: problem.code }, 'no usable Vonage token')
-        client.fail(problem)
-      },
-    )
+    tokens.get().then(send, (err: unknown) => {
+      const problem = toProxyError(err)
+      client.request.log.error({ err: problem.code }, 'no usable Vonage token')
+      client.fail(problem)
+    })
   }
 
   for (const prefix of MEDIA_PREFIXES) {

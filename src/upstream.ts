@@ -153,7 +153,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #cancelled = false
   /** The response of this attempt is being relayed (false: discarded before a retry). */
   #relaying = false
-  #retryReason: RetryReason | 'unauthorized' | undefined
+  #retryReason: RetryReason | undefined
   #started = 0
   #abortAttempt: ((reason?: Error) => void) | undefined
   #resume: (() => void) | undefined
