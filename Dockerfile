@@ -1,27 +1,33 @@
 # syntax=docker/dockerfile:1
 # The proxy's container image: compiled in a build stage with dev dependencies, run on
-# distroless Node 20 with production dependencies only, as a numeric non-root user.
+# distroless Node.js 24 LTS with production dependencies only, as a numeric non-root user.
+#
+# The tags below move as Debian and Node publish fixes. For a reproducible image, pin each by
+# digest: `docker buildx imagetools inspect node:24-bookworm-slim` (and the distroless one)
+# prints it; write it as `node:24-bookworm-slim@sha256:<digest>`.
 #
 #   docker build -t vonage-media-proxy:0.1.0 .
 #   docker run --read-only -e VONAGE_APPLICATION_ID=... -e VONAGE_PRIVATE_KEY_PATH=/run/secrets/key \
 #     -v "$PWD/private.key:/run/secrets/key:ro" -p 8080:8080 -p 8081:8081 vonage-media-proxy:0.1.0
 
-FROM node:20.20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund
+# No install scripts: the image's own Node 24 compiles. (The `node` dev dependency, which brings
+# Node 24 to machines whose own Node is older, would only download a second copy here.)
+RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 RUN npm run build
 
 # A separate install, so no dev dependency (typescript, tsx, biome) reaches the runtime image.
-FROM node:20.20-bookworm-slim AS prod-deps
+FROM node:24-bookworm-slim AS prod-deps
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 
 # Distroless has no shell, package manager or curl. Its entrypoint is node itself.
-FROM gcr.io/distroless/nodejs20-debian12:nonroot
+FROM gcr.io/distroless/nodejs24-debian12:nonroot
 WORKDIR /app
 # MALLOC_TRIM_THRESHOLD_: glibc otherwise hands freed heap back to the kernel whenever 128 KiB
 # sit free at its top, and takes it back (page faults) on the next socket reads. Every garbage

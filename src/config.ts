@@ -5,7 +5,7 @@ import type { KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { parse as parseYaml } from 'yaml'
-import { KeyError, parsePrivateKey, readPrivateKeyFile } from './key.js'
+import { KeyError, parsePrivateKey, readPrivateKeyFile } from './credentials/key.js'
 
 export const EX_CONFIG = 78
 export const JWT_TTL_MIN_SECONDS = 30

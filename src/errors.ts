@@ -119,7 +119,7 @@ export const errors = {
     new ProxyError('internal', 500, 'Internal Server Error', 'The proxy failed unexpectedly.', { cause }),
 }
 
-/** The body and headers of a ProxyError as problem+json. */
+/** The body and headers of a ProxyError as problem+json: the one serialiser of problems. */
 export function problemResponse(
   error: ProxyError,
   requestId: string,
@@ -133,10 +133,11 @@ export function problemResponse(
   return { body, headers }
 }
 
-/** Sends a ProxyError as problem+json and records its size for the access log. */
+/** Sends a ProxyError as problem+json through Fastify, and counts its body on the media port. */
 export function sendProblem(reply: FastifyReply, error: ProxyError): FastifyReply {
-  const { body, headers } = problemResponse(error, reply.request.id)
-  if (reply.request.method !== 'HEAD') reply.request.bytesSent = body.length
+  const request = reply.request
+  const { body, headers } = problemResponse(error, request.id)
+  if (request.method !== 'HEAD') request.served?.wrote(body.length)
   return reply.code(error.status).headers(headers).send(body)
 }
 

@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util'
 import { buildApp, type ProxyApp } from './app.js'
 import { type Config, ConfigError, EX_CONFIG, loadConfig } from './config.js'
-import { TokenSigner } from './token-cache.js'
+import { TokenSigner } from './credentials/token-cache.js'
 
 const USAGE = 'usage: node dist/main.js [--config settings.yaml] [--check-config]'
 

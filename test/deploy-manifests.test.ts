@@ -107,6 +107,20 @@ function copySources(args: string): string[] {
   return tokens.filter((token) => !token.startsWith('--')).slice(0, -1)
 }
 
+test('Node.js 24 everywhere: engines, the Node that npm scripts run, the types', () => {
+  const pkg = JSON.parse(read('package.json')) as {
+    engines: { node: string }
+    devDependencies: Record<string, string>
+    allowScripts: Record<string, boolean>
+  }
+  assert.equal(pkg.engines.node, '>=24')
+  assert.match(pkg.devDependencies.node ?? '', /^\^24\./, 'the `node` package brings Node 24 to npm scripts')
+  assert.equal(pkg.allowScripts.node, true, "the node package's install script is approved")
+  assert.match(pkg.devDependencies['@types/node'] ?? '', /^\^24\./)
+  // This test itself runs under npm test: on the project's Node, whatever the machine's own is.
+  assert.equal(process.versions.node.split('.')[0], '24')
+})
+
 test('Dockerfile: pinned multi-stage build, production dependencies only, non-root runtime', () => {
   const stages = parseDockerfile(read('Dockerfile'))
   assert.ok(stages.length >= 2, 'the build must be multi-stage')
@@ -114,7 +128,7 @@ test('Dockerfile: pinned multi-stage build, production dependencies only, non-ro
   for (const stage of stages) {
     if (stageNames.has(stage.image)) continue
     assertPinned(stage.image, `FROM ${stage.image}`)
-    assert.match(stage.image, /node(js)?:?20|nodejs20/, `FROM ${stage.image} must be a Node 20 image`)
+    assert.match(stage.image, /^node:24[.-]|\/nodejs24-/, `FROM ${stage.image} must be a Node 24 image`)
   }
 
   const runtime = stages.at(-1) as Stage

@@ -6,7 +6,7 @@ import { closeSync, constants, fstatSync, mkdtempSync, openSync, readFileSync, r
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
-import { LogDestination } from '../src/log-destination.js'
+import { LogDestination } from '../src/observability/log-destination.js'
 
 const BATCH = 8 * 1024
 

@@ -7,7 +7,7 @@ import { type TestContext, test } from 'node:test'
 import { Counter, Histogram, Registry } from 'prom-client'
 import { request } from 'undici'
 import type { VonageEmulator } from '../src/emulator/emulator.js'
-import { DURATION_BUCKETS, Metrics, UPSTREAM_BUCKETS } from '../src/metrics.js'
+import { DURATION_BUCKETS, Metrics, UPSTREAM_BUCKETS } from '../src/observability/metrics.js'
 import { MEDIA_ID, type RunningProxy, startEmulator, startProxy, waitFor } from './helpers.js'
 
 const MISSING_ID = '0f0f0f0f-1111-4222-8333-444444444444'
@@ -360,7 +360,19 @@ test('the per-request series expose exactly what prom-client would for the same 
     const status = i % 3 === 0 ? 404 : 200
     const route = i % 2 === 0 ? '/media/:id' : '/v3/media/:id'
     const sent = status === 200 ? 1000 * i : 0
-    metrics.observeRequest('GET', route, status, seconds, sent)
+    metrics.observeRequest({
+      requestId: String(i),
+      method: 'GET',
+      route,
+      path: '/media/x',
+      status,
+      bytes: sent,
+      seconds,
+      aborted: false,
+      remoteAddress: undefined,
+      userAgent: undefined,
+      media: null,
+    })
     metrics.observeUpstream(status, seconds / 2)
     duration.observe({ method: 'GET', route, status: String(status) }, seconds)
     requests.inc({ method: 'GET', route, status: String(status) })

@@ -12,6 +12,8 @@ import {
   mkdirSync,
   mkdtempSync,
   readFileSync,
+  readlinkSync,
+  realpathSync,
   rmSync,
   writeFileSync,
 } from 'node:fs'
@@ -53,12 +55,18 @@ function unprivilegedLauncher(): Launcher | string {
 
 const launcher = unprivilegedLauncher()
 
-/** runuser forks and waits, setpriv execs: the node process is the launched one or its child. */
+/**
+ * runuser forks and waits, setpriv execs: the node process is the launched one or its child.
+ * Told by its executable, not its name: Node 24 names its main thread "MainThread".
+ */
 function nodePid(pid: number): number {
-  if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'node') return pid
-  const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/)
+  const node = realpathSync(process.execPath)
+  if (readlinkSync(`/proc/${pid}/exe`) === node) return pid
+  const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)
   assert.equal(children.length, 1, `one child of pid ${pid}`)
-  return Number(children[0])
+  const child = Number(children[0])
+  assert.ok(child > 0 && readlinkSync(`/proc/${child}/exe`) === node, `pid ${child} is node`)
+  return child
 }
 
 test('the production tree (npm ci --omit=dev, built dist/) runs read-only as an unprivileged user', {

@@ -4,8 +4,8 @@ import { generateKeyPairSync } from 'node:crypto'
 import { test } from 'node:test'
 import type { Counter } from 'prom-client'
 import { request } from 'undici'
+import { type Clock, type RefreshResult, type Token, TokenCache, TokenSigner } from '../src/credentials/token-cache.js'
 import { ProxyError } from '../src/errors.js'
-import { type Clock, type RefreshResult, type Token, TokenCache, TokenSigner } from '../src/token-cache.js'
 import {
   APPLICATION_ID,
   concurrentStatuses,

@@ -5,8 +5,8 @@ import { test } from 'node:test'
 import { tokenGenerate } from '@vonage/jwt'
 import jwt from 'jsonwebtoken'
 import { request } from 'undici'
+import { TokenSigner } from '../src/credentials/token-cache.js'
 import { verifyApplicationToken } from '../src/emulator/verify-token.js'
-import { TokenSigner } from '../src/token-cache.js'
 import { APPLICATION_ID, keys, MEDIA_ID, startEmulator, startProxy } from './helpers.js'
 
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/

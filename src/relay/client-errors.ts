@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { errors, type ProxyError } from './errors.js'
+import { errors, type ProxyError, problemResponse } from '../errors.js'
 
 /** How long the rest of a refused request is read and discarded before the socket is closed. */
 const LINGER_MS = 1_000
@@ -17,17 +17,17 @@ export function answerClientError(error: NodeJS.ErrnoException, socket: Duplex):
 }
 
 /** The 'connect' event: the proxy is no forward proxy, and Node would drop the socket. */
-export function refuseConnect(_request: IncomingMessage, socket: Duplex): void {
+function refuseConnect(_request: IncomingMessage, socket: Duplex): void {
   answer(socket, errors.methodNotAllowed(), 'Allow: GET, HEAD\r\n')
 }
 
 /** The 'checkExpectation' event: an Expect other than 100-continue, which Node answers bare. */
-export function refuseExpectation(_request: IncomingMessage, response: ServerResponse): void {
+function refuseExpectation(_request: IncomingMessage, response: ServerResponse): void {
   const requestId = randomUUID()
-  const body = JSON.stringify(errors.expectationFailed().problem(requestId))
+  const { body, headers } = problemResponse(errors.expectationFailed(), requestId)
   response.writeHead(417, {
-    'content-type': 'application/problem+json',
-    'content-length': Buffer.byteLength(body),
+    ...headers,
+    'content-length': body.length,
     'x-request-id': requestId,
     // The request may carry a body or an Upgrade we will not read: close rather than guess.
     connection: 'close',
@@ -54,13 +54,12 @@ function answer(socket: Duplex, error: ProxyError, extraHeaders = ''): void {
   if (answered.has(socket)) return
   answered.add(socket)
   const requestId = randomUUID()
-  const body = JSON.stringify(error.problem(requestId))
+  const { body, headers } = problemResponse(error, requestId)
   if (socket.writable) {
-    socket.end(
-      `HTTP/1.1 ${error.status} ${error.title}\r\nContent-Type: application/problem+json\r\n` +
-        `Content-Length: ${Buffer.byteLength(body)}\r\nX-Request-Id: ${requestId}\r\n${extraHeaders}` +
-        `Connection: close\r\n\r\n${body}`,
-    )
+    const head =
+      `HTTP/1.1 ${error.status} ${error.title}\r\nContent-Type: ${headers['content-type']}\r\n` +
+      `Content-Length: ${body.length}\r\nX-Request-Id: ${requestId}\r\n${extraHeaders}Connection: close\r\n\r\n`
+    socket.end(Buffer.concat([Buffer.from(head, 'latin1'), body]))
   }
   // A lingering close, as nginx does: closing with unread input makes the kernel send a reset,
   // which can destroy the answer before the client reads it. Read and drop the rest first.

@@ -4,7 +4,7 @@
 import { type KeyObject, randomUUID } from 'node:crypto'
 import { SignJWT } from 'jose'
 import { LRUCache } from 'lru-cache'
-import { errors } from './errors.js'
+import { errors } from '../errors.js'
 
 export interface Clock {
   /** Milliseconds since the epoch. */

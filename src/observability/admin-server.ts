@@ -1,12 +1,15 @@
-// The admin port: metrics and health for the platform, never media. /readyz only looks at
-// the token cache and the drain flag; it never dials Vonage.
-import type { FastifyInstance } from 'fastify'
-import fp from 'fastify-plugin'
-import { errors, ProxyError, sendProblem } from './errors.js'
+// The admin port: metrics and health for the platform, never media. /readyz only looks at the
+// token cache and the drain flag; it never dials Vonage. It keeps answering while the media
+// port drains: /readyz must say 503 then, and /metrics stays up.
+import Fastify, { type FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
+import type { TokenCache } from '../credentials/token-cache.js'
+import { errors, ProxyError, sendProblem } from '../errors.js'
+import { prepareServer, refuseEarly, serverOptions } from '../http-servers.js'
 import type { Metrics } from './metrics.js'
-import type { TokenCache } from './token-cache.js'
 
-export interface AdminOptions {
+export interface AdminServerOptions {
+  logger: Logger
   metrics: Metrics
   tokens: TokenCache
   isDraining: () => boolean
@@ -14,8 +17,13 @@ export interface AdminOptions {
   requestShutdown: () => void
 }
 
-async function adminRoutes(app: FastifyInstance, options: AdminOptions): Promise<void> {
+export async function createAdminServer(options: AdminServerOptions): Promise<FastifyInstance> {
   const { metrics, tokens, isDraining, requestShutdown } = options
+  const app = Fastify(serverOptions(options.logger))
+  prepareServer(app)
+  app.addHook('onRequest', (request, reply, done) => {
+    if (!refuseEarly(request, reply, false)) done()
+  })
 
   app.get('/metrics', async (_request, reply) => {
     const { contentType, body } = await metrics.exposition()
@@ -46,6 +54,6 @@ async function adminRoutes(app: FastifyInstance, options: AdminOptions): Promise
       ),
     ),
   )
+  await app.ready()
+  return app
 }
-
-export const adminRoute = fp(adminRoutes, { fastify: '5.x', name: 'admin-route' })

@@ -7,8 +7,9 @@
 // observe() validate and hash the labels on every call, which cost about 6 us per request, as
 // much as the access log and the token together.
 import { Counter, collectDefaultMetrics, Gauge, type Metric, Registry } from 'prom-client'
-import type { RefreshResult, Token } from './token-cache.js'
-import type { RetryReason } from './upstream.js'
+import type { RefreshResult, Token } from '../credentials/token-cache.js'
+import type { Outcome } from '../relay/outcome.js'
+import type { RetryReason } from '../relay/retry-policy.js'
 
 /** Up to ten minutes: a large download through a slow client is long, not broken. */
 export const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600]
@@ -191,13 +192,14 @@ export class Metrics {
   readonly #bytesByRoute = new Map<string, CounterSeries>()
   readonly #upstreamSeries = new Map<number, HistogramSeries>()
 
-  observeRequest(method: string, route: string, status: number, seconds: number, bytes: number): void {
+  observeRequest(outcome: Outcome): void {
+    const { method, route, status } = outcome
     // Three lookups, no allocation: this runs for every request.
     const series =
       this.#requestSeries.get(route)?.get(method)?.get(status) ?? this.#newRequestSeries(method, route, status)
     series.requests.value++
-    series.duration.observe(seconds)
-    series.bytes.value += bytes
+    series.duration.observe(outcome.seconds)
+    series.bytes.value += outcome.bytes
   }
 
   observeUpstream(status: number, seconds: number): void {

@@ -1,0 +1,178 @@
+// One media download, owned by the route that accepted it: its in-flight slot, its upstream
+// exchange and its send timer, taken when its turn on the connection comes and released in one
+// place when the request is over. It is the exchange's sink: upstream chunks are written to the
+// client's socket as they come, and the upstream is paused while the client is slow.
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import type { FastifyRequest } from 'fastify'
+import { errors, type ProxyError, problemResponse } from '../errors.js'
+import { isPassedBack, responseBasics } from './headers.js'
+import type { InFlightLimit } from './in-flight.js'
+import type { MediaOutcome } from './outcome.js'
+import type { RequestResources, ServedRequest } from './served-request.js'
+import type { Exchange, ResponseSink, UpstreamClient, UpstreamRequest } from './upstream.js'
+
+/** Bytes a client's socket may have queued before the upstream is paused. */
+const RELAY_BUFFER_BYTES = 64 * 1024
+
+export interface DownloadDeps {
+  readonly upstream: UpstreamClient
+  readonly inFlight: InFlightLimit
+  /** How long a client may take nothing from its socket while the upstream waits for it. */
+  readonly sendTimeoutMs: number
+}
+
+export class MediaDownload implements ResponseSink, RequestResources {
+  readonly #request: FastifyRequest
+  readonly #res: ServerResponse
+  readonly #served: ServedRequest
+  readonly #deps: DownloadDeps
+  readonly #mediaId: string
+  readonly #upstreamRequest: UpstreamRequest
+  #holdsSlot = false
+  #over = false
+  #exchange: Exchange | undefined
+  #listeningForDrain = false
+  #sendTimer: NodeJS.Timeout | undefined
+  /** When the client's socket last took a chunk, while the upstream waits for it. */
+  #lastProgress = 0
+
+  constructor(
+    request: FastifyRequest,
+    served: ServedRequest,
+    res: ServerResponse,
+    deps: DownloadDeps,
+    mediaId: string,
+    upstreamRequest: UpstreamRequest,
+  ) {
+    this.#request = request
+    this.#res = res
+    this.#served = served
+    this.#deps = deps
+    this.#mediaId = mediaId
+    this.#upstreamRequest = upstreamRequest
+    this.#served.attach(this)
+  }
+
+  /** Its turn on the connection has come: take a slot and go upstream, or answer 503. */
+  begin(): void {
+    if (this.#over) return
+    if (!this.#deps.inFlight.tryAcquire()) {
+      this.fail(errors.overloaded())
+      return
+    }
+    this.#holdsSlot = true
+    this.#exchange = this.#deps.upstream.send(this.#upstreamRequest, this)
+  }
+
+  release(finished: boolean): MediaOutcome {
+    this.#over = true
+    clearTimeout(this.#sendTimer)
+    if (!finished) this.#exchange?.cancel()
+    if (this.#holdsSlot) {
+      this.#holdsSlot = false
+      this.#deps.inFlight.release()
+    }
+    const summary = this.#exchange?.summary
+    return {
+      mediaId: this.#mediaId,
+      retries: summary?.retries ?? 0,
+      upstreamStatus: summary?.upstreamStatus ?? null,
+      upstreamMs: summary?.upstreamMs ?? null,
+    }
+  }
+
+  start(status: number, rawHeaders: Buffer[]): void {
+    const headers: OutgoingHttpHeaders = responseBasics(this.#request)
+    // A 304 or 204 has no body. RFC 9110 lets a 304 carry the representation's Content-Length,
+    // but clients such as undici (Node's fetch) then wait for a body: it is not passed on.
+    const bodiless = status === 304 || status === 204
+    for (let i = 0; i < rawHeaders.length; i += 2) {
+      const name = (rawHeaders[i] as Buffer).toString('latin1').toLowerCase()
+      if (!isPassedBack(name) || (bodiless && name === 'content-length')) continue
+      // latin1 both ways: the bytes Vonage sent are the bytes the client gets.
+      const value = (rawHeaders[i + 1] as Buffer).toString('latin1')
+      const previous = headers[name]
+      headers[name] = previous === undefined ? value : `${previous}, ${value}`
+    }
+    this.#res.writeHead(status, headers)
+  }
+
+  data(chunk: Buffer): boolean {
+    const res = this.#res
+    const served = this.#served
+    const length = chunk.length
+    served.wrote(length)
+    res.write(chunk, (err) => {
+      if (err) return
+      served.accepted(length)
+      this.#lastProgress = performance.now()
+    })
+    // Node's 16 KiB high-water mark is less than one upstream read: pausing at it would stop
+    // the upstream socket after almost every chunk.
+    if (res.writableLength <= RELAY_BUFFER_BYTES) return true
+    if (!this.#listeningForDrain) {
+      this.#listeningForDrain = true
+      res.on('drain', this.#drained)
+    }
+    if (this.#sendTimer === undefined) {
+      this.#lastProgress = performance.now()
+      this.#sendTimer = setTimeout(this.#checkProgress, this.#deps.sendTimeoutMs)
+    }
+    return false
+  }
+
+  end(): void {
+    this.#res.end()
+  }
+
+  fail(problem: ProxyError): void {
+    if (this.#over) return
+    const request = this.#request
+    if (problem.code.startsWith('upstream-')) {
+      // The error code only (ECONNREFUSED, UND_ERR_CONNECT_TIMEOUT, a TLS verification code…):
+      // enough to tell a dead upstream from a refused certificate, and never a header.
+      const cause = (problem.cause as { code?: unknown } | undefined)?.code
+      request.log.warn({ err: problem.code, cause: typeof cause === 'string' ? cause : null }, 'Vonage request failed')
+    } else if (problem.code === 'token-unavailable') {
+      request.log.error({ err: problem.code }, 'no usable Vonage token')
+    }
+    const res = this.#res
+    if (res.headersSent) {
+      res.destroy()
+      return
+    }
+    const { body, headers } = problemResponse(problem, request.id)
+    if (request.method !== 'HEAD') this.#served.wrote(body.length)
+    headers['content-length'] = String(body.length)
+    res.writeHead(problem.status, { ...responseBasics(request), ...headers })
+    res.end(request.method === 'HEAD' ? undefined : body)
+  }
+
+  /** Cuts the response short: the client sees a truncated body, never a clean end. */
+  abort(error: Error): void {
+    this.#request.log.warn({ reason: error.message }, 'media response cut short')
+    this.#res.destroy()
+  }
+
+  readonly #drained = (): void => {
+    clearTimeout(this.#sendTimer)
+    this.#sendTimer = undefined
+    this.#exchange?.resume()
+  }
+
+  /**
+   * nginx's send_timeout: the time between two writes the client's socket took, not the time
+   * to empty the buffer. A client that is reading, however slowly, is not cut.
+   */
+  readonly #checkProgress = (): void => {
+    const idle = performance.now() - this.#lastProgress
+    const timeout = this.#deps.sendTimeoutMs
+    if (idle < timeout) {
+      this.#sendTimer = setTimeout(this.#checkProgress, timeout - idle)
+      return
+    }
+    this.#sendTimer = undefined
+    this.abort(new Error(`client took nothing for ${timeout} ms`))
+    this.#exchange?.cancel()
+  }
+}

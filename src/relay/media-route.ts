@@ -1,0 +1,95 @@
+// The media routes: GET/HEAD /media/:id and /v3/media/:id. The id and the client's key are
+// checked on arrival, before any I/O; the in-flight slot is taken when the request's turn on
+// its connection comes (a pipelining client cannot hold slots for requests it is not reading);
+// then a MediaDownload relays the upstream response (see README, "How a download is relayed").
+import { createHash, timingSafeEqual } from 'node:crypto'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import type { Config } from '../config.js'
+import { errors, sendProblem } from '../errors.js'
+import { UUID } from '../uuid.js'
+import { FORWARDED_REQUEST_HEADERS } from './headers.js'
+import { type DownloadDeps, MediaDownload } from './media-download.js'
+import type { ServedRequest } from './served-request.js'
+
+export const MEDIA_PREFIXES = ['/media', '/v3/media'] as const
+export const MEDIA_ALLOW = 'GET, HEAD'
+
+export interface MediaRouteOptions extends DownloadDeps {
+  readonly config: Config
+}
+
+async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Promise<void> {
+  const { config } = options
+  // An upstream may sit behind a path prefix (an egress gateway); URL keeps '/' for none.
+  const upstreamPath = `${config.upstreamBaseUrl.pathname.replace(/\/+$/, '')}/v3/media/`
+  const checkClientKey = clientKeyCheck(config.inboundApiKeys)
+
+  function serveMedia(
+    request: FastifyRequest<{ Params: { id: string } }>,
+    reply: FastifyReply,
+  ): FastifyReply | undefined {
+    const mediaId = request.params.id
+    if (!UUID.test(mediaId)) return sendProblem(reply, errors.invalidMediaId())
+    if (!checkClientKey(request.headers.authorization)) return sendProblem(reply, errors.unauthorized())
+
+    // From here the response is written to the socket directly, not through reply.
+    reply.hijack()
+    const download = new MediaDownload(request, request.served as ServedRequest, reply.raw, options, mediaId, {
+      path: upstreamPath + mediaId,
+      method: request.method as 'GET' | 'HEAD',
+      headers: forwardedHeaders(request),
+    })
+    // A pipelined request waits for the responses ahead of it on its connection.
+    if (reply.raw.socket) download.begin()
+    else reply.raw.once('socket', () => download.begin())
+    return undefined
+  }
+
+  for (const prefix of MEDIA_PREFIXES) {
+    app.route({ method: ['GET', 'HEAD'], url: `${prefix}/:id`, handler: serveMedia })
+    // Anything else under the prefix: a bad id for GET/HEAD, and 405 for other methods.
+    app.route({
+      method: ['GET', 'HEAD'],
+      url: `${prefix}/*`,
+      handler: (_request, reply) => sendProblem(reply, errors.invalidMediaId()),
+    })
+    app.route({
+      method: app.supportedMethods.filter((method) => method !== 'GET' && method !== 'HEAD'),
+      url: `${prefix}/*`,
+      onRequest: async (_request, reply) => {
+        reply.header('allow', MEDIA_ALLOW)
+        return sendProblem(reply, errors.methodNotAllowed())
+      },
+      handler: async () => undefined,
+    })
+  }
+}
+
+/** The allowlisted client headers and the request id, as undici's name, value pairs. */
+function forwardedHeaders(request: FastifyRequest): string[] {
+  const incoming = request.headers
+  const headers = ['x-request-id', request.id]
+  for (const name of FORWARDED_REQUEST_HEADERS) {
+    const value = incoming[name]
+    if (typeof value === 'string') headers.push(name, value)
+  }
+  return headers
+}
+
+/** Compares in constant time against every key, so timing tells nothing about which matched. */
+function clientKeyCheck(keys: string[]): (authorization: string | undefined) => boolean {
+  if (keys.length === 0) return () => true
+  const digests = keys.map((key) => createHash('sha256').update(key).digest())
+  return (authorization) => {
+    const match = /^Bearer ([\x21-\x7e]+)$/i.exec(authorization ?? '')
+    const presented = createHash('sha256')
+      .update(match?.[1] ?? '')
+      .digest()
+    let ok = false
+    for (const digest of digests) ok = timingSafeEqual(digest, presented) || ok
+    return ok && match !== null
+  }
+}
+
+export const mediaRoute = fp(mediaRoutes, { fastify: '5.x', name: 'media-route' })

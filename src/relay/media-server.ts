@@ -1,0 +1,88 @@
+// The media port's server: every request is tracked from arrival to end by a ServedRequest
+// (so that refusals are logged as well as downloads), the media routes serve what they
+// recognise, and anything else gets a problem+json 404 or 405.
+import type { FastifyInstance } from 'fastify'
+import Fastify from 'fastify'
+import type { Logger } from 'pino'
+import type { Config } from '../config.js'
+import { errors, sendProblem } from '../errors.js'
+import { prepareServer, refuseEarly, serverOptions } from '../http-servers.js'
+import { responseBasics } from './headers.js'
+import type { DownloadDeps } from './media-download.js'
+import { MEDIA_ALLOW, mediaRoute } from './media-route.js'
+import type { Outcome } from './outcome.js'
+import { ServedRequest } from './served-request.js'
+
+/** Under the media prefixes: an unknown method there is 405, not 404. */
+const MEDIA_PATH = /^\/(v3\/)?media\//
+
+export interface MediaServerOptions extends DownloadDeps {
+  readonly config: Config
+  readonly logger: Logger
+  readonly isDraining: () => boolean
+  /** Each request's outcome, once it is over. */
+  readonly onOutcome: (outcome: Outcome) => void
+}
+
+export interface MediaServer {
+  readonly server: FastifyInstance
+  /** Requests that arrived and are not over yet (queued pipelined ones included). */
+  readonly openRequests: number
+  /** Resolves once no request is open. */
+  whenIdle(): Promise<void>
+}
+
+export async function createMediaServer(options: MediaServerOptions): Promise<MediaServer> {
+  const { config, logger, isDraining } = options
+  let open = 0
+  const idleWaiters: Array<() => void> = []
+  const server = Fastify(serverOptions(logger))
+  prepareServer(server)
+  server.decorateRequest('served', null)
+
+  const onOutcome = (outcome: Outcome) => {
+    open--
+    options.onOutcome(outcome)
+    if (open === 0) for (const resolve of idleWaiters.splice(0)) resolve()
+    // During the drain, a connection whose last response has ended is closed at once, not
+    // when the client gets round to it or the grace period runs out.
+    if (isDraining()) setImmediate(() => server.server.closeIdleConnections())
+  }
+  server.addHook('onRequest', (request, reply, done) => {
+    open++
+    request.served = new ServedRequest(request, reply, onOutcome)
+    reply.headers(responseBasics(request))
+    if (!refuseEarly(request, reply, isDraining())) done()
+  })
+
+  await server.register(mediaRoute, {
+    config,
+    upstream: options.upstream,
+    inFlight: options.inFlight,
+    sendTimeoutMs: options.sendTimeoutMs,
+  })
+  server.setNotFoundHandler((request, reply) => {
+    // Methods Fastify has no route table for (PROPFIND, …) land here even on media paths.
+    if (MEDIA_PATH.test(request.url)) {
+      reply.header('allow', MEDIA_ALLOW)
+      return sendProblem(reply, errors.methodNotAllowed())
+    }
+    return sendProblem(reply, errors.notFound())
+  })
+  server.addHook('onClose', async () => {
+    await options.upstream.close()
+  })
+
+  return {
+    server,
+    get openRequests() {
+      return open
+    },
+    whenIdle() {
+      if (open === 0) return Promise.resolve()
+      const { promise, resolve } = Promise.withResolvers<void>()
+      idleWaiters.push(resolve)
+      return promise
+    },
+  }
+}

@@ -1,0 +1,33 @@
+// When a request is over, whichever way it ended. A response's 'close' is the usual signal,
+// but a pipelined response still queued behind another never emits it if the client
+// disconnects first: its socket's 'close' does. Each socket gets one 'close' listener, however
+// many requests are queued on it, and each callback runs once.
+import type { ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+
+type EndCallback = () => void
+
+/** The requests on a socket that are not over yet. */
+const open = new WeakMap<Socket, Set<EndCallback>>()
+
+export function onRequestEnd(response: ServerResponse, socket: Socket, callback: EndCallback): void {
+  let requests = open.get(socket)
+  if (requests === undefined) {
+    const set = new Set<EndCallback>()
+    requests = set
+    open.set(socket, set)
+    socket.once('close', () => {
+      for (const end of set) end()
+    })
+  }
+  const onSocket = requests
+  const end = () => {
+    if (!onSocket.delete(end)) return
+    response.off('close', end)
+    callback()
+  }
+  onSocket.add(end)
+  response.once('close', end)
+  // Already closed (a pipelined request parsed just before the client left): no event will come.
+  if (socket.destroyed) setImmediate(end)
+}

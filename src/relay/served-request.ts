@@ -1,0 +1,79 @@
+// One request on the media port, from its arrival to its end, whatever route serves it: it
+// counts the body bytes its response is given and the socket accepts, holds the media download
+// the route attached, and when the request is over it lets the download release what it holds,
+// then emits the request's one Outcome.
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { CLIENT_CLOSED_REQUEST, type MediaOutcome, type Outcome } from './outcome.js'
+import { onRequestEnd } from './request-end.js'
+
+const MAX_LOGGED_LENGTH = 256
+
+/** What the media route attaches: its resources, released once the request is over. */
+export interface RequestResources {
+  /** The request is over; free everything and say what the media request came to. */
+  release(finished: boolean): MediaOutcome
+}
+
+export class ServedRequest {
+  readonly #request: FastifyRequest
+  readonly #reply: FastifyReply
+  readonly #started = performance.now()
+  /** Read on arrival: once the client has gone away, the socket no longer knows its peer. */
+  readonly #remoteAddress: string | undefined
+  readonly #onOutcome: (outcome: Outcome) => void
+  #bodyBytes = 0
+  #acceptedBytes = 0
+  #resources: RequestResources | undefined
+
+  constructor(request: FastifyRequest, reply: FastifyReply, onOutcome: (outcome: Outcome) => void) {
+    this.#request = request
+    this.#reply = reply
+    this.#remoteAddress = request.ip
+    this.#onOutcome = onOutcome
+    onRequestEnd(reply.raw, request.raw.socket, () => this.#end())
+  }
+
+  /** Body bytes handed to the response. */
+  wrote(bytes: number): void {
+    this.#bodyBytes += bytes
+  }
+
+  /** Body bytes the socket has taken (a write's callback came back without error). */
+  accepted(bytes: number): void {
+    this.#acceptedBytes += bytes
+  }
+
+  attach(resources: RequestResources): void {
+    this.#resources = resources
+  }
+
+  #end(): void {
+    const res = this.#reply.raw
+    const request = this.#request
+    const finished = res.writableFinished
+    const media = this.#resources?.release(finished) ?? null
+    const userAgent = request.headers['user-agent']
+    this.#onOutcome({
+      requestId: request.id,
+      method: request.method,
+      route: request.routeOptions.url ?? 'unmatched',
+      path: truncate(pathOf(request.url)),
+      status: res.headersSent ? res.statusCode : CLIENT_CLOSED_REQUEST,
+      bytes: finished ? this.#bodyBytes : this.#acceptedBytes,
+      seconds: (performance.now() - this.#started) / 1000,
+      aborted: !finished,
+      remoteAddress: this.#remoteAddress,
+      userAgent: userAgent === undefined ? undefined : truncate(userAgent),
+      media,
+    })
+  }
+}
+
+function pathOf(url: string): string {
+  const query = url.indexOf('?')
+  return query === -1 ? url : url.slice(0, query)
+}
+
+function truncate(value: string): string {
+  return value.length > MAX_LOGGED_LENGTH ? value.slice(0, MAX_LOGGED_LENGTH) : value
+}

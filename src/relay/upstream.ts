@@ -1,0 +1,261 @@
+// The upstream client: one undici Agent (TLS verified, our timeouts, no pipelining), driven
+// through undici's dispatch() handler interface so that body chunks go from the upstream socket
+// to the client's without a stream in between. Per media request, an Exchange takes the cached
+// token, sends the attempts one after another, and carries out what retry-policy.ts decides
+// about each; it never decides anything itself.
+import type { IncomingHttpHeaders } from 'node:http'
+import { Agent, type Dispatcher } from 'undici'
+import type { Config } from '../config.js'
+import type { Token, TokenCache } from '../credentials/token-cache.js'
+import { type ProxyError, toProxyError } from '../errors.js'
+import { type AttemptResult, DEFAULT_RETRY_POLICY, decide, type RetryPolicy, type RetryReason } from './retry-policy.js'
+
+export interface UpstreamClientOptions {
+  retry?: RetryPolicy
+  onRetry?: (reason: RetryReason) => void
+  /** Upstream status and time to headers, per upstream response (retried ones included). */
+  onResponse?: (status: number, seconds: number) => void
+}
+
+/** The client side of one media request: where the upstream response goes. */
+export interface ResponseSink {
+  /** The response that will be relayed (not a retried one). Raw headers: name, value, … */
+  start(status: number, rawHeaders: Buffer[]): void
+  /** A body chunk; false asks for a pause until Exchange.resume() is called. */
+  data(chunk: Buffer): boolean
+  end(): void
+  /** Nothing was relayed and nothing will be: answer with this problem. */
+  fail(problem: ProxyError): void
+  /** The upstream body broke after start(): the client's response must be cut, not ended. */
+  abort(error: Error): void
+}
+
+/** What one media request asks of the upstream. */
+export interface UpstreamRequest {
+  /** Path on the upstream origin, e.g. /v3/media/<id>. */
+  readonly path: string
+  readonly method: 'GET' | 'HEAD'
+  /** Headers to forward (already allowlisted), as name, value pairs; the token is added here. */
+  readonly headers: readonly string[]
+}
+
+/** What an exchange came to, for the access log. */
+export interface ExchangeSummary {
+  readonly retries: number
+  /** Status of the last upstream response, null when none arrived. */
+  readonly upstreamStatus: number | null
+  /** Time to that response's headers. */
+  readonly upstreamMs: number | null
+}
+
+/** What every exchange shares: built once by the client. */
+interface ExchangeContext {
+  readonly agent: Agent
+  readonly origin: string
+  readonly tokens: TokenCache
+  readonly policy: RetryPolicy
+  readonly events: UpstreamClientOptions
+}
+
+const CLIENT_WENT_AWAY = 'client went away'
+
+export class UpstreamClient {
+  readonly #context: ExchangeContext
+
+  constructor(config: Config, tokens: TokenCache, options: UpstreamClientOptions = {}) {
+    const agent = new Agent({
+      // Certificates are always checked.
+      connect: { rejectUnauthorized: true, timeout: config.upstreamConnectTimeoutMs },
+      headersTimeout: config.upstreamHeadersTimeoutMs,
+      bodyTimeout: config.upstreamBodyTimeoutMs,
+      // A slow media stream must not hold up the requests queued behind it.
+      pipelining: 1,
+    })
+    this.#context = {
+      agent,
+      origin: config.upstreamBaseUrl.origin,
+      tokens,
+      policy: options.retry ?? DEFAULT_RETRY_POLICY,
+      events: options,
+    }
+  }
+
+  /**
+   * Sends the request (with retries) and relays the response into the sink. The exchange is
+   * cancelled when the client goes away, and resumed when the client's socket drains.
+   */
+  send(request: UpstreamRequest, sink: ResponseSink): Exchange {
+    const exchange = new Exchange(this.#context, request, sink)
+    exchange.attempt()
+    return exchange
+  }
+
+  async close(): Promise<void> {
+    await this.#context.agent.destroy()
+  }
+}
+
+/**
+ * One media request's upstream side, across its attempts. It is undici's handler for each
+ * attempt in turn; callbacks of an attempt it has given up on (a dropped 503, say) are told
+ * apart by their controller and ignored.
+ */
+export class Exchange implements Dispatcher.DispatchHandler {
+  readonly #context: ExchangeContext
+  readonly #request: UpstreamRequest
+  readonly #sink: ResponseSink
+  /** Retries after connection failures and 502/503/504. */
+  #backoffs = 0
+  /** Whether the one 401 refresh has been used. */
+  #refreshed = false
+  #cancelled = false
+  /** The controller of the attempt under way; undefined between attempts. */
+  #controller: Dispatcher.DispatchController | undefined
+  /** This attempt's response is being relayed. */
+  #relaying = false
+  #status = 0
+  /** Content-Length bytes still to come of the relayed body (Infinity when it has none). */
+  #bodyLeft = Number.POSITIVE_INFINITY
+  #started = 0
+  #token: Token | undefined
+  #upstreamStatus: number | null = null
+  #upstreamMs: number | null = null
+  #backoffTimer: NodeJS.Timeout | undefined
+
+  constructor(context: ExchangeContext, request: UpstreamRequest, sink: ResponseSink) {
+    this.#context = context
+    this.#request = request
+    this.#sink = sink
+  }
+
+  get summary(): ExchangeSummary {
+    return {
+      retries: this.#backoffs + (this.#refreshed ? 1 : 0),
+      upstreamStatus: this.#upstreamStatus,
+      upstreamMs: this.#upstreamMs,
+    }
+  }
+
+  /** Sends the next attempt with the cached token: synchronously while it is fresh. */
+  attempt(): void {
+    const tokens = this.#context.tokens
+    const token = tokens.current()
+    if (token) {
+      this.#dispatch(token)
+      return
+    }
+    tokens.get().then(
+      (fresh) => this.#dispatch(fresh),
+      (err: unknown) => {
+        if (!this.#cancelled) this.#sink.fail(toProxyError(err))
+      },
+    )
+  }
+
+  /** The client went away: abort the attempt, or the wait before the next; the sink hears nothing more. */
+  cancel(): void {
+    if (this.#cancelled) return
+    this.#cancelled = true
+    clearTimeout(this.#backoffTimer)
+    this.#controller?.abort(new Error(CLIENT_WENT_AWAY))
+  }
+
+  /** For the sink: the client's socket has drained. */
+  readonly resume = (): void => {
+    this.#controller?.resume()
+  }
+
+  #dispatch(token: Token): void {
+    if (this.#cancelled) return
+    this.#token = token
+    this.#relaying = false
+    this.#started = performance.now()
+    const request = this.#request
+    const headers = [...request.headers, 'authorization', `Bearer ${token.value}`]
+    this.#context.agent.dispatch(
+      { origin: this.#context.origin, path: request.path, method: request.method, headers },
+      this,
+    )
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller
+    if (this.#cancelled) controller.abort(new Error(CLIENT_WENT_AWAY))
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders): void {
+    // 1xx (100 Continue, 103 Early Hints): informational, the real response follows.
+    if (controller !== this.#controller || this.#cancelled || status < 200) return
+    const seconds = (performance.now() - this.#started) / 1000
+    this.#upstreamStatus = status
+    this.#upstreamMs = seconds * 1000
+    this.#context.events.onResponse?.(status, seconds)
+    if (!this.#act({ status })) return
+    this.#relaying = true
+    this.#status = status
+    const length = headers['content-length']
+    this.#bodyLeft = typeof length === 'string' ? Number(length) : Number.POSITIVE_INFINITY
+    this.#sink.start(status, controller.rawHeaders as Buffer[])
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (controller !== this.#controller || !this.#relaying) return
+    this.#bodyLeft -= chunk.length
+    // Never paused on its last bytes: a keep-alive upstream that closes right after them would
+    // then be reported as an error ("other side closed") although the body is complete.
+    if (!this.#sink.data(chunk) && this.#bodyLeft > 0) controller.pause()
+  }
+
+  onResponseEnd(controller: Dispatcher.DispatchController): void {
+    if (controller !== this.#controller || !this.#relaying) return
+    this.#controller = undefined
+    this.#sink.end()
+  }
+
+  onResponseError(controller: Dispatcher.DispatchController, error: Error): void {
+    if (controller !== this.#controller || this.#cancelled) return
+    this.#controller = undefined
+    if (!this.#relaying) {
+      this.#act({ errorCode: (error as NodeJS.ErrnoException).code ?? '', cause: error })
+      return
+    }
+    // A 304 or 204 never has a body, whatever Content-Length says (RFC 9110 8.6).
+    const bodiless = this.#status === 304 || this.#status === 204
+    if (bodiless && (error as NodeJS.ErrnoException).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
+      this.#sink.end()
+    } else {
+      this.#sink.abort(error)
+    }
+  }
+
+  /**
+   * Carries out the policy's decision on this attempt's result; true when the response is to
+   * be relayed. A response that will not be relayed is dropped at once, connection and all:
+   * waiting for its body (a 503 whose body never ends) would hold the client up for nothing.
+   */
+  #act(result: AttemptResult): boolean {
+    const decision = decide(result, { retries: this.#backoffs, refreshed: this.#refreshed }, this.#context.policy)
+    if (decision.action === 'relay') return true
+    const controller = this.#controller
+    this.#controller = undefined
+    controller?.abort(new Error('upstream response dropped'))
+    switch (decision.action) {
+      case 'fail':
+        this.#sink.fail(decision.problem)
+        break
+      case 'retry':
+        this.#backoffs++
+        this.#context.events.onRetry?.(decision.reason)
+        this.#backoffTimer = setTimeout(() => this.attempt(), decision.delayMs)
+        break
+      case 'refresh':
+        // Once for every request refused with the same token (see TokenCache.invalidate).
+        this.#refreshed = true
+        this.#context.events.onRetry?.('unauthorized')
+        this.#context.tokens.invalidate(this.#token)
+        this.attempt()
+        break
+    }
+    return false
+  }
+}
