@@ -3,7 +3,7 @@
 // machine; the steadiest is server CPU per request relative to nginx.
 import type { LoadResult } from './load.js'
 
-export const TARGETS = ['direct', 'proxy', 'nginx-default', 'nginx-64k'] as const
+export const TARGETS = ['direct', 'proxy', 'nginx-default', 'nginx-64k', 'http-proxy', 'undici-stream'] as const
 export type TargetName = (typeof TARGETS)[number]
 
 /** One load run: one body size against one target in one round. */
@@ -41,6 +41,9 @@ export interface CellSummary {
   reqPerSecVsNginx64k: number | undefined
   reqPerSecVsNginxDefault: number | undefined
   cpuVsNginx64k: number | undefined
+  /** This target's figure over the proxy's, same size: the relay decision (bench/contenders.ts). */
+  reqPerSecVsProxy: number | undefined
+  cpuVsProxy: number | undefined
 }
 
 export function median(values: readonly number[]): number {
@@ -65,7 +68,12 @@ export function summarise(cells: readonly Cell[]): CellSummary[] {
   }
   const base: Omit<
     CellSummary,
-    'reqPerSecVsDirect' | 'reqPerSecVsNginx64k' | 'reqPerSecVsNginxDefault' | 'cpuVsNginx64k'
+    | 'reqPerSecVsDirect'
+    | 'reqPerSecVsNginx64k'
+    | 'reqPerSecVsNginxDefault'
+    | 'cpuVsNginx64k'
+    | 'reqPerSecVsProxy'
+    | 'cpuVsProxy'
   >[] = []
   for (const group of groups.values()) {
     const first = group[0] as Cell
@@ -96,6 +104,11 @@ export function summarise(cells: readonly Cell[]): CellSummary[] {
       summary.target === 'direct'
         ? undefined
         : ratio(summary.cpuUsPerRequest, find(summary.size, 'nginx-64k')?.cpuUsPerRequest),
+    reqPerSecVsProxy: ratio(summary.reqPerSec, find(summary.size, 'proxy')?.reqPerSec),
+    cpuVsProxy:
+      summary.target === 'direct'
+        ? undefined
+        : ratio(summary.cpuUsPerRequest, find(summary.size, 'proxy')?.cpuUsPerRequest),
   }))
 }
 
@@ -245,6 +258,34 @@ export function throughputTable(summaries: readonly CellSummary[]): string {
       x(s.reqPerSecVsNginx64k),
       x(s.cpuVsNginx64k),
     ]),
+  )
+}
+
+/** The proxy beside the relays it was chosen over, at the given sizes: CPU per request and throughput. */
+export function relayDecisionTable(summaries: readonly CellSummary[], sizes: readonly string[]): string {
+  const x = (value: number | undefined) => (value === undefined ? '-' : `${fmt(value, 2)}x`)
+  const relays: readonly TargetName[] = ['proxy', 'http-proxy', 'undici-stream']
+  const rows = sizes.flatMap((size) =>
+    relays.flatMap((target) => {
+      const s = summaries.find((summary) => summary.size === size && summary.target === target)
+      if (!s) return []
+      return [
+        [
+          `${s.size} (${s.connections})`,
+          s.target + (s.errors + s.non2xx > 0 ? ` [${s.errors} err, ${s.non2xx} non-2xx]` : ''),
+          fmt(s.cpuUsPerRequest, 1),
+          x(s.cpuVsProxy),
+          x(s.cpuVsNginx64k),
+          fmt(s.reqPerSec),
+          fmt(s.mbPerSec, 1),
+          x(s.reqPerSecVsProxy),
+        ],
+      ]
+    }),
+  )
+  return table(
+    ['body (conns)', 'relay', 'CPU us/req', 'CPU vs proxy', 'CPU vs ngx-64k', 'req/s', 'MB/s', 'req/s vs proxy'],
+    rows,
   )
 }
 

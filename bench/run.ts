@@ -1,7 +1,10 @@
 // `npm run bench` (issue 6): the proxy, built and run as production runs it, side by side with
 // direct access to the origin and with nginx as a plain header-injecting reverse proxy, in
 // interleaved rounds; then latency at concurrency 1, memory under slow clients and signatures
-// per request. Prints the tables and writes the raw results to bench/results/<time>.json.
+// per request. Beside them, two contenders for the proxy's relay (bench/contenders.ts): the
+// design's @fastify/http-proxy and undici's stream(), so that the reason the proxy relays undici
+// itself stays measured (the "relay decision" table). Prints the tables and writes the raw
+// results to bench/results/<time>.json.
 // `--profile` instead runs the proxy under node --cpu-prof with the 1 KiB load and ranks its
 // functions by self time. Loopback only; everything started here is stopped at the end.
 import {
@@ -17,6 +20,7 @@ import {
 import { availableParallelism, cpus, loadavg, release, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { CONTENDER_DESCRIPTIONS, CONTENDERS, startContender } from './contenders.js'
 import { summariseProfile } from './cpu-profile.js'
 import {
   fixedRequests,
@@ -57,6 +61,7 @@ import {
   latencyTable,
   type MemorySummary,
   memoryTable,
+  relayDecisionTable,
   type SignatureSummary,
   summarise,
   summariseLatency,
@@ -73,6 +78,7 @@ const USAGE = `usage: npm run bench -- [options]
   --seconds S        seconds per throughput run (default 3, quick 1)
   --origin KIND      nginx (default when installed) or node
   --no-nginx         skip nginx, as origin and as the reverse proxy compared against
+  --no-contenders    skip the relay contenders (@fastify/http-proxy, undici stream()): about 45 s less
   --autocannon       generate load in-process (autocannon; undici for bodies over 4 KiB) even with wrk
   --profile          profile the proxy (node --cpu-prof) under the 1 KiB load instead
   --help`
@@ -85,6 +91,13 @@ const SLOW_CLIENTS = 16
 const SLOW_BYTES_PER_SECOND = 2e6
 const LATENCY_TARGETS: readonly TargetName[] = ['direct', 'proxy', 'nginx-64k']
 const SETTLE_MS = 100
+/**
+ * The body sizes the relay contenders run at: the smallest (per-request cost, the reason for the
+ * relay) and the largest (throughput). All four sizes would take the full run past its time limit.
+ */
+const CONTENDER_SIZES: readonly string[] = [
+  ...new Set([BODY_SIZES[0]?.label, BODY_SIZES[BODY_SIZES.length - 1]?.label].filter((label) => label !== undefined)),
+]
 
 interface Settings {
   quick: boolean
@@ -96,6 +109,7 @@ interface Settings {
   profileSeconds: number
   origin: OriginKind
   nginx: boolean
+  contenders: boolean
   autocannon: boolean
   profile: boolean
 }
@@ -105,6 +119,8 @@ interface Target {
   url(size: BodySize): string
   /** The processes whose CPU and memory are this target's cost. */
   pids: number[]
+  /** A relay contender: throughput rounds at CONTENDER_SIZES only, no memory run. */
+  contender?: boolean
 }
 
 interface Environment {
@@ -128,6 +144,7 @@ function parseSettings(): Settings {
       seconds: { type: 'string' },
       origin: { type: 'string' },
       'no-nginx': { type: 'boolean', default: false },
+      'no-contenders': { type: 'boolean', default: false },
       autocannon: { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
@@ -160,6 +177,7 @@ function parseSettings(): Settings {
     profileSeconds: quick ? 5 : 10,
     origin,
     nginx,
+    contenders: !values['no-contenders'],
     autocannon: values.autocannon || !wrkAvailable(),
     profile: values.profile,
   }
@@ -219,6 +237,8 @@ function describeSetup(settings: Settings): Machine {
   const notes: string[] = []
   if (!nginx) notes.push('nginx is not installed: the nginx comparisons are skipped (apt-get install nginx)')
   else if (!settings.nginx) notes.push('--no-nginx: the nginx comparisons are skipped')
+  if (!settings.contenders)
+    notes.push('--no-contenders: the relay decision (proxy vs @fastify/http-proxy) is not measured')
   if (settings.autocannon && !wrkAvailable())
     notes.push('wrk is not installed: the load is generated in-process (autocannon, undici)')
   if (pinningUnavailable) notes.push(`processes are not pinned to cores: ${pinningUnavailable}`)
@@ -269,6 +289,14 @@ async function startTargets(settings: Settings, dir: string, group: ProcessGroup
     }
     log('nginx: reverse proxies with a static Authorization header, buffering off, keep-alive upstream')
   }
+  if (settings.contenders) {
+    const token = staticToken(key.pem)
+    for (const name of CONTENDERS) {
+      const contender = await startContender(group, { name, dir, upstreamUrl: origin.url, token })
+      targets.push({ name, url: (size) => `${contender.url}/media/${size.id}`, pids: [contender.pid], contender: true })
+      log(`${name}: ${CONTENDER_DESCRIPTIONS[name]} at ${contender.url} (pid ${contender.pid})`)
+    }
+  }
   const load = settings.autocannon ? inProcessGenerator : wrk(group, dir)
   return { settings, dir, group, load, origin, proxy, targets }
 }
@@ -289,7 +317,7 @@ async function checkTargetsServe(env: Environment): Promise<void> {
 
 async function measureMemory(env: Environment): Promise<MemorySummary[]> {
   const big = BODY_SIZES[BODY_SIZES.length - 1] as BodySize
-  const servers = env.targets.filter((target) => target.name !== 'direct')
+  const servers = env.targets.filter((target) => target.name !== 'direct' && !target.contender)
   await sleep(1_000)
   log(
     `memory: ${SLOW_CLIENTS} clients per server reading ${big.label} at ${SLOW_BYTES_PER_SECOND / 1e6} MB/s ` +
@@ -334,17 +362,25 @@ async function measure(
   return { load, serverCpuSeconds, originCpuSeconds }
 }
 
+/** Whether the throughput rounds measure this target at this size. */
+function measuredAt(target: Target, size: BodySize): boolean {
+  return !target.contender || CONTENDER_SIZES.includes(size.label)
+}
+
 async function throughputRounds(env: Environment): Promise<Cell[]> {
   const { settings } = env
-  log(`warm-up: ${settings.warmupSeconds} s per body size through the proxy`)
-  const proxy = env.targets.find((target) => target.name === 'proxy') as Target
-  for (const size of BODY_SIZES) {
-    await env.load.run({
-      url: proxy.url(size),
-      connections: size.connections,
-      durationSeconds: settings.warmupSeconds,
-      bodyBytes: size.bytes,
-    })
+  const warmed = env.targets.filter((target) => target.name === 'proxy' || target.contender)
+  log(`warm-up: ${settings.warmupSeconds} s per body size through ${warmed.map((target) => target.name).join(', ')}`)
+  for (const target of warmed) {
+    for (const size of BODY_SIZES) {
+      if (!measuredAt(target, size)) continue
+      await env.load.run({
+        url: target.url(size),
+        connections: size.connections,
+        durationSeconds: settings.warmupSeconds,
+        bodyBytes: size.bytes,
+      })
+    }
   }
   const cells: Cell[] = []
   for (let round = 1; round <= settings.rounds; round++) {
@@ -352,6 +388,7 @@ async function throughputRounds(env: Environment): Promise<Cell[]> {
     const order = env.targets.map((_, i) => env.targets[(i + round - 1) % env.targets.length] as Target)
     for (const size of BODY_SIZES) {
       for (const target of order) {
+        if (!measuredAt(target, size)) continue
         const spec = {
           url: target.url(size),
           connections: size.connections,
@@ -429,12 +466,20 @@ async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup
   const startedAt = new Date()
   const stamp = timestamp()
   const machine = describeSetup(settings)
+  const contenderSeconds = settings.contenders
+    ? CONTENDERS.length * CONTENDER_SIZES.length * (settings.warmupSeconds + settings.rounds * (settings.seconds + 0.3))
+    : 0
   const estimate =
     BODY_SIZES.length * (4 + settings.rounds * (settings.seconds + 0.3) * (settings.nginx ? 4 : 2)) +
+    contenderSeconds +
     settings.rounds * (settings.latencySeconds + 0.3) * (settings.nginx ? 3 : 2) +
     settings.slowSeconds +
     15
   log(`estimated time: about ${Math.round(estimate)} s`)
+  if (estimate * 1000 > TIME_LIMIT_MS * 0.95) {
+    const saving = settings.contenders ? `; --no-contenders saves about ${Math.round(contenderSeconds)} s` : ''
+    log(`warning: that is close to the time limit of ${TIME_LIMIT_MS / 1000} s${saving}`)
+  }
 
   const env = await startTargets(settings, dir, group)
   await checkTargetsServe(env)
@@ -468,12 +513,23 @@ async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup
         .map((value) => value.toFixed(2))
         .join(' ')} (other work on the machine makes absolute figures noisy: compare ratios)`,
     'CPU us/req: server CPU (user+system, /proc) per request: the proxy, the nginx master+worker, or the origin for direct',
+    ...(settings.contenders
+      ? CONTENDERS.map((name) => `${name}: ${CONTENDER_DESCRIPTIONS[name]}; ${CONTENDER_SIZES.join(' and ')} only`)
+      : []),
     '',
   ]
   const out = [
     ...header,
     throughputTable(summaries),
     '',
+    ...(settings.contenders
+      ? [
+          'Relay decision: the proxy (logging at info, metrics, retries and all) against the relays it was chosen ' +
+            'over (static token, no logging, no metrics); CPU and req/s vs proxy = contender / proxy:',
+          relayDecisionTable(summaries, CONTENDER_SIZES),
+          '',
+        ]
+      : []),
     `Added latency at concurrency 1 (${BODY_SIZES[0]?.label}), medians of ${settings.rounds} run(s):`,
     latencyTable(latency),
     '',
@@ -508,6 +564,12 @@ async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup
     },
     bodySizes: BODY_SIZES,
     targets: TARGETS.filter((name) => env.targets.some((target) => target.name === name)),
+    contenders: settings.contenders
+      ? {
+          sizes: CONTENDER_SIZES,
+          ...Object.fromEntries(CONTENDERS.map((name) => [name, CONTENDER_DESCRIPTIONS[name]])),
+        }
+      : undefined,
     summary: summaries,
     latency: { summary: latency, runs: latencyRuns },
     memory,
