@@ -58,6 +58,8 @@ export interface ProxyApp {
    * responses get up to graceMs to finish, then whatever remains is cut.
    */
   close(graceMs?: number): Promise<void>
+  /** Cuts every connection now, waits (briefly) for the cut requests' log lines, and flushes. */
+  abort(): Promise<void>
 }
 
 export async function buildApp(config: Config, deps: AppDeps = {}): Promise<ProxyApp> {
@@ -160,6 +162,12 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
         stdout?.close()
       })()
       return closing
+    },
+    async abort() {
+      draining = true
+      media.server.server.closeAllConnections()
+      await Promise.race([media.whenIdle(), sleep(REQUEST_END_WAIT_MS, undefined, { ref: false })])
+      stdout?.flush()
     },
   }
 }

@@ -12,7 +12,7 @@ import {
 } from 'fastify'
 import type { Logger } from 'pino'
 import { errors, sendProblem, toProxyError } from './errors.js'
-import { answerClientError, guardServer } from './relay/client-errors.js'
+import type { EarlyRefusals } from './relay/client-errors.js'
 import { responseBasics } from './relay/headers.js'
 
 /** A caller's X-Request-Id is kept only when it is short and of a safe charset. */
@@ -20,7 +20,7 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 /** Header-size limit of both ports; larger requests get 431 from Node's parser. */
 export const MAX_HEADER_BYTES = 16 * 1024
 
-export function serverOptions(logger: Logger) {
+export function serverOptions(logger: Logger, refusals: EarlyRefusals) {
   return {
     loggerInstance: logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),
@@ -32,7 +32,7 @@ export function serverOptions(logger: Logger) {
     // find-my-way answers 414 for long params before our validation could; ids are checked by us.
     routerOptions: { maxParamLength: 1024 },
     return503OnClosing: false,
-    clientErrorHandler: answerClientError,
+    clientErrorHandler: refusals.clientError,
     frameworkErrors: (error: Error, request: FastifyRequest, reply: FastifyReply) => {
       // Bad URLs and the like: no onRequest hook has run.
       reply.headers(responseBasics(request))
@@ -42,9 +42,9 @@ export function serverOptions(logger: Logger) {
 }
 
 /** Before any plugin (encapsulated contexts copy the handler when they are registered). */
-export function prepareServer(server: FastifyInstance): void {
+export function prepareServer(server: FastifyInstance, refusals: EarlyRefusals): void {
   server.setErrorHandler(sendErrorAsProblem)
-  guardServer(server.server)
+  refusals.guard(server.server)
 }
 
 /**

@@ -53,8 +53,9 @@ async function main(): Promise<void> {
         return
       }
       app?.logger.warn({ reason }, 'second stop signal: exiting now')
-      app?.flushLogs()
-      process.exit(1)
+      // The downloads cut now are logged as aborted before the exit.
+      void (app?.abort() ?? Promise.resolve()).finally(() => process.exit(1))
+      return
     }
     stopping = true
     app?.logger.info({ reason, inFlight: app.inFlight.count }, 'shutting down')

@@ -69,3 +69,26 @@ test('a request on a busy keep-alive connection during the drain gets a logged p
   assert.equal(emulator.requests.length, 1, 'nothing more went upstream')
   assert.ok(accessLines(proxy).some((line) => line.status === 503 && line.reqId === problem.requestId))
 })
+
+test('a keep-alive connection that goes idle during the drain is closed at once, not at the end of the grace period', async (t) => {
+  const emulator = await startEmulator(t)
+  emulator.media.addSynthetic(MEDIA_ID, 1024)
+  const proxy = await startProxy(t, emulator.url)
+  const { hostname, port } = new URL(proxy.mediaUrl)
+
+  const socket = connect(Number(port), hostname)
+  t.after(() => socket.destroy())
+  socket.resume()
+  const closedAt = new Promise<number>((resolve) => socket.once('close', () => resolve(performance.now())))
+  // Held upstream, so the connection is busy (not idle) when the drain starts.
+  emulator.faults.push({ headersDelayMs: 300 })
+  socket.write(`GET /media/${MEDIA_ID} HTTP/1.1\r\nHost: proxy\r\n\r\n`)
+  await waitFor(() => emulator.requests.length === 1, 'the request upstream')
+  const started = performance.now()
+  const closed = proxy.app.close(10_000)
+  // The client keeps its pooled connection open after the response, as HTTP clients do.
+  const closedAfter = (await closedAt) - started
+  await closed
+  assert.ok(closedAfter < 2_000, `closed ${Math.round(closedAfter)} ms into a 10 s grace period`)
+  assert.equal(accessLines(proxy)[0]?.status, 200)
+})

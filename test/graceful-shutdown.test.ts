@@ -102,12 +102,14 @@ test('POST /quitquitquit answers 202 and drains like SIGTERM', async (t) => {
   assert.equal(await proxy.exited, 0)
 })
 
-test('a second signal exits at once, without waiting for the drain', async (t) => {
+test('a second signal exits at once, without waiting for the drain, logging the downloads it cut', async (t) => {
   const emulator = await startEmulator(t)
   emulator.media.addSynthetic(MEDIA_ID, SIZE)
   const proxy = await spawnProxy(t, proxyEnv(emulator.url, { SHUTDOWN_GRACE_MS: '60000' }))
-  const download = await pausedDownload(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
-  download.on('error', () => undefined)
+  const downloads = await Promise.all(
+    Array.from({ length: 5 }, () => pausedDownload(`${proxy.mediaUrl}/media/${MEDIA_ID}`)),
+  )
+  for (const download of downloads) download.on('error', () => undefined)
 
   proxy.child.kill('SIGTERM')
   await waitFor(async () => (await readyStatus(proxy.adminUrl)) === 503, 'the drain to start', 2_000)
@@ -116,6 +118,13 @@ test('a second signal exits at once, without waiting for the drain', async (t) =
   const code = await proxy.exited
   assert.notEqual(code, 0)
   assert.ok(Date.now() - started < 2_000)
+  const cut = proxy
+    .stdout()
+    .split('\n')
+    .filter((line) => line.includes('"msg":"request completed"'))
+    .map((line) => JSON.parse(line) as { aborted: boolean })
+  assert.equal(cut.length, 5, 'every download it cut has its access line')
+  assert.ok(cut.every((line) => line.aborted))
 })
 
 test('a SIGTERM after POST /quitquitquit does not cut the drain short', async (t) => {

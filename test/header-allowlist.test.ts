@@ -2,10 +2,19 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import type { OutgoingHttpHeaders } from 'node:http'
+import { connect } from 'node:net'
 import { test } from 'node:test'
 import { request } from 'undici'
 import type { RecordedRequest, VonageEmulator } from '../src/emulator/emulator.js'
-import { MEDIA_ID, rawRequest, startEmulator, startPassThrough, startProxy, waitFor } from './helpers.js'
+import {
+  MEDIA_ID,
+  rawRequest,
+  startEmulator,
+  startPassThrough,
+  startProxy,
+  startRawUpstream,
+  waitFor,
+} from './helpers.js'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const UNKNOWN_ID = '00000000-0000-4000-8000-00000000dead'
@@ -286,4 +295,33 @@ test('every response carries X-Request-Id, and problem bodies name the same id',
   const upstream404 = await answered(emulator, emulator.requests.length - 1)
   assert.equal(upstream404.url, `/v3/media/${UNKNOWN_ID}`)
   assert.equal(upstream404.status, 404, "the upstream 404 was the emulator's")
+})
+
+// undici 7 sent the Range below as UTF-8 (c3 bf); undici 8 writes header strings as latin1.
+test('header bytes pass through as they are, both ways: an ETag with byte 0xe9 matches, a Range with 0xff reaches Vonage as 0xff', async (t) => {
+  let upstreamHead = Buffer.alloc(0)
+  const upstream = await startRawUpstream(t, (socket, head) => {
+    upstreamHead = Buffer.from(head, 'latin1')
+    socket.write(Buffer.from('HTTP/1.1 304 Not Modified\r\nETag: "caf\xe9"\r\n\r\n', 'latin1'))
+  })
+  const proxy = await startProxy(t, upstream)
+  const { hostname, port } = new URL(proxy.mediaUrl)
+  const socket = connect(Number(port), hostname)
+  t.after(() => socket.destroy())
+  const chunks: Buffer[] = []
+  socket.on('data', (chunk: Buffer) => chunks.push(chunk))
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()))
+  socket.write(
+    Buffer.from(
+      `GET /media/${MEDIA_ID} HTTP/1.1\r\nHost: proxy\r\nIf-None-Match: "caf\xe9"\r\nRange: bytes=0-\xff\r\nConnection: close\r\n\r\n`,
+      'latin1',
+    ),
+  )
+  await closed
+  assert.ok(upstreamHead.includes(Buffer.from('if-none-match: "caf\xe9"', 'latin1')), 'the ETag bytes reached Vonage')
+  assert.ok(upstreamHead.includes(Buffer.from('range: bytes=0-\xff', 'latin1')), 'the Range bytes reached Vonage')
+  assert.ok(!upstreamHead.includes(Buffer.from([0xc3])), 'nothing was re-encoded as UTF-8')
+  const answer = Buffer.concat(chunks)
+  assert.match(answer.toString('latin1'), /^HTTP\/1\.1 304 /)
+  assert.ok(answer.includes(Buffer.from('etag: "caf\xe9"', 'latin1')), 'the ETag bytes reached the client')
 })

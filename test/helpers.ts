@@ -12,7 +12,7 @@ import {
   type ServerResponse,
 } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
-import { type AddressInfo, connect } from 'node:net'
+import { type AddressInfo, connect, createServer as createNetServer, type Socket } from 'node:net'
 import { type Readable, Writable } from 'node:stream'
 import type { TestContext } from 'node:test'
 import { fileURLToPath } from 'node:url'
@@ -358,4 +358,38 @@ export async function waitForStall(upstream: RecordedRequest, message: string): 
     message,
     20_000,
   )
+}
+
+/**
+ * A bare TCP upstream that hands each request's head (read up to the blank line) and the socket
+ * to `answer`, which writes whatever bytes it likes: HTTP/1.0, resets, bodies that never end.
+ * Closed after the test; returns its http:// base URL.
+ */
+export async function startRawUpstream(
+  t: TestContext,
+  answer: (socket: Socket, head: string, index: number) => void | Promise<void>,
+): Promise<string> {
+  const sockets = new Set<Socket>()
+  let index = 0
+  const server = createNetServer((socket) => {
+    sockets.add(socket)
+    socket.on('error', () => {})
+    let buffered = ''
+    socket.on('data', (data: Buffer) => {
+      buffered += data.toString('latin1')
+      let end = buffered.indexOf('\r\n\r\n')
+      while (end !== -1) {
+        const head = buffered.slice(0, end)
+        buffered = buffered.slice(end + 4)
+        void answer(socket, head, index++)
+        end = buffered.indexOf('\r\n\r\n')
+      }
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.after(() => {
+    for (const socket of sockets) socket.destroy()
+    server.close()
+  })
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
 }

@@ -149,3 +149,35 @@ test('an invalid replacement is refused and logged; the old key stays in use', a
   writeFileSync(keyPath, newKeys.pkcs8)
   await rotatesTo(emulator, proxy)
 })
+
+test('a deleted key file is logged and counted as a failed reload; the key in use stays, and its return is picked up', async (t) => {
+  const dir = tempDir(t)
+  const keyPath = join(dir, 'private.key')
+  writeFileSync(keyPath, keys.pkcs8)
+  const { emulator, proxy } = await setup(t, keyPath)
+  const failures = await metricValue(proxy, 'media_proxy_key_reloads_total{result="failure"}')
+
+  rmSync(keyPath)
+  await waitFor(
+    async () => (await metricValue(proxy, 'media_proxy_key_reloads_total{result="failure"}')) === failures + 1,
+    'the missing key file to be counted',
+  )
+  const warning = proxy.logs.find((line) => String(line.reason ?? '').includes('ENOENT'))
+  assert.ok(warning, 'a log line names the missing file')
+  assert.equal(warning.path, keyPath)
+  const res = await request(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
+  await res.body.arrayBuffer()
+  assert.equal(res.statusCode, 200, 'the key in use still signs')
+
+  writeFileSync(keyPath, newKeys.pkcs8)
+  await waitFor(async () => {
+    const next = await request(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
+    await next.body.arrayBuffer()
+    return signedBy(emulator.requests.at(-1)?.headers.authorization, newKeys.publicKey)
+  }, 'the new key file to be used')
+  assert.equal(
+    await metricValue(proxy, 'media_proxy_key_reloads_total{result="failure"}'),
+    failures + 1,
+    'reported once',
+  )
+})

@@ -19,24 +19,33 @@ interface ClientOutcome {
 /** A plain node:http client, so the test sees exactly how the response ended on the wire. */
 function fetchThrough(url: string): Promise<ClientOutcome> {
   return new Promise((resolve, reject) => {
+    let outcome: ClientOutcome | undefined
     const req = get(url, (res) => {
-      const outcome: ClientOutcome = { status: res.statusCode, headers: res.headers, received: 0, ending: 'end' }
+      const started: ClientOutcome = { status: res.statusCode, headers: res.headers, received: 0, ending: 'end' }
+      outcome = started
       res.on('data', (chunk: Buffer) => {
-        outcome.received += chunk.length
+        started.received += chunk.length
       })
       res.once('aborted', () => {
-        outcome.ending = 'aborted'
+        if (outcome) outcome.ending = 'aborted'
       })
       res.once('error', () => {
-        if (outcome.ending === 'end') outcome.ending = 'error'
+        if (outcome?.ending === 'end') outcome.ending = 'error'
       })
-      res.once('end', () => resolve(outcome))
+      res.once('end', () => resolve(outcome as ClientOutcome))
       res.once('close', () => {
-        if (!res.complete && outcome.ending === 'end') outcome.ending = 'error'
-        resolve(outcome)
+        if (!res.complete && outcome?.ending === 'end') outcome.ending = 'error'
+        resolve(outcome as ClientOutcome)
       })
     })
-    req.once('error', reject)
+    // The proxy cuts with a reset: after the response started, that is the cut, not a failure.
+    req.once('error', (err) => {
+      if (outcome === undefined) reject(err)
+      else {
+        if (outcome.ending === 'end') outcome.ending = 'error'
+        resolve(outcome)
+      }
+    })
   })
 }
 

@@ -24,12 +24,19 @@ export class KeyWatcher {
   readonly #options: KeyWatcherOptions
   #digest: string | undefined
   #rejectedDigest: string | undefined
+  /** Since when the file could not be read; reported once it still cannot a poll interval later. */
+  #unreadableSince: number | undefined
+  #unreadableReported = false
   #watcher: FSWatcher | undefined
   #poll: NodeJS.Timeout | undefined
   #settle: NodeJS.Timeout | undefined
 
   constructor(options: KeyWatcherOptions) {
     this.#options = options
+  }
+
+  get #pollIntervalMs(): number {
+    return this.#options.pollIntervalMs ?? KEY_POLL_INTERVAL_MS
   }
 
   start(): void {
@@ -40,7 +47,7 @@ export class KeyWatcher {
     } catch {
       // Some filesystems cannot be watched; polling alone still sees every replacement.
     }
-    this.#poll = setInterval(() => this.check(), this.#options.pollIntervalMs ?? KEY_POLL_INTERVAL_MS)
+    this.#poll = setInterval(() => this.check(), this.#pollIntervalMs)
     this.#poll.unref()
   }
 
@@ -55,10 +62,20 @@ export class KeyWatcher {
     let pem: string
     try {
       pem = readFileSync(this.#options.path, 'utf8')
-    } catch {
-      // Mid-swap the path can be missing for a moment; the next check sees the new file.
+    } catch (err) {
+      // Mid-swap the path can be missing for a moment: only a file still unreadable at the next
+      // poll is reported (once), and the key in use stays.
+      const now = Date.now()
+      this.#unreadableSince ??= now
+      if (!this.#unreadableReported && now - this.#unreadableSince >= this.#pollIntervalMs) {
+        this.#unreadableReported = true
+        const code = (err as NodeJS.ErrnoException).code ?? 'read error'
+        this.#options.onRejected(`cannot be read (${code}); keeping the key in use`)
+      }
       return
     }
+    this.#unreadableSince = undefined
+    this.#unreadableReported = false
     const digest = digestOf(pem)
     if (digest === this.#digest || digest === this.#rejectedDigest) return
     let key: KeyObject

@@ -6,6 +6,7 @@ import type { Logger } from 'pino'
 import type { TokenCache } from '../credentials/token-cache.js'
 import { errors, ProxyError, sendProblem } from '../errors.js'
 import { prepareServer, refuseEarly, serverOptions } from '../http-servers.js'
+import { EarlyRefusals } from '../relay/client-errors.js'
 import type { Metrics } from './metrics.js'
 
 export interface AdminServerOptions {
@@ -19,8 +20,9 @@ export interface AdminServerOptions {
 
 export async function createAdminServer(options: AdminServerOptions): Promise<FastifyInstance> {
   const { metrics, tokens, isDraining, requestShutdown } = options
-  const app = Fastify(serverOptions(options.logger))
-  prepareServer(app)
+  const refusals = new EarlyRefusals()
+  const app = Fastify(serverOptions(options.logger, refusals))
+  prepareServer(app, refusals)
   app.addHook('onRequest', (request, reply, done) => {
     if (!refuseEarly(request, reply, false)) done()
   })

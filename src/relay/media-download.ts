@@ -8,6 +8,7 @@ import { errors, type ProxyError, problemResponse } from '../errors.js'
 import { isPassedBack, responseBasics } from './headers.js'
 import type { InFlightLimit } from './in-flight.js'
 import type { MediaOutcome } from './outcome.js'
+import { unacknowledgedBytes } from './send-progress.js'
 import type { RequestResources, ServedRequest } from './served-request.js'
 import type { Exchange, ResponseSink, UpstreamClient, UpstreamRequest } from './upstream.js'
 
@@ -35,6 +36,8 @@ export class MediaDownload implements ResponseSink, RequestResources {
   #sendTimer: NodeJS.Timeout | undefined
   /** When the client's socket last took a chunk, while the upstream waits for it. */
   #lastProgress = 0
+  /** The kernel's unacknowledged bytes for the client at the last check (see send-progress.ts). */
+  #lastUnacknowledged: number | undefined
 
   constructor(
     request: FastifyRequest,
@@ -116,7 +119,8 @@ export class MediaDownload implements ResponseSink, RequestResources {
     }
     if (this.#sendTimer === undefined) {
       this.#lastProgress = performance.now()
-      this.#sendTimer = setTimeout(this.#checkProgress, this.#deps.sendTimeoutMs)
+      this.#lastUnacknowledged = undefined
+      this.#sendTimer = setTimeout(this.#checkProgress, this.#deps.sendTimeoutMs / 2)
     }
     return false
   }
@@ -148,9 +152,15 @@ export class MediaDownload implements ResponseSink, RequestResources {
     res.end(request.method === 'HEAD' ? undefined : body)
   }
 
-  /** Cuts the response short: the client sees a truncated body, never a clean end. */
+  /**
+   * Cuts the response short with a TCP reset, not a FIN: a body sent without a length (to an
+   * HTTP/1.0 client, say) ends with the connection, and only a reset tells such a client it
+   * did not get all of it.
+   */
   abort(error: Error): void {
     this.#request.log.warn({ reason: error.message }, 'media response cut short')
+    const socket = this.#res.socket
+    if (socket && !socket.destroyed) socket.resetAndDestroy()
     this.#res.destroy()
   }
 
@@ -161,14 +171,23 @@ export class MediaDownload implements ResponseSink, RequestResources {
   }
 
   /**
-   * nginx's send_timeout: the time between two writes the client's socket took, not the time
-   * to empty the buffer. A client that is reading, however slowly, is not cut.
+   * nginx's send_timeout: the time since the client last took anything (a write completed, or
+   * the kernel's unacknowledged bytes fell), not the time to empty the buffer. A client that is
+   * reading, however slowly, is not cut.
    */
   readonly #checkProgress = (): void => {
+    const socket = this.#res.socket
+    const unacknowledged = socket ? unacknowledgedBytes(socket) : undefined
+    if (unacknowledged !== undefined) {
+      const previous = this.#lastUnacknowledged
+      this.#lastUnacknowledged = unacknowledged
+      if (previous !== undefined && unacknowledged < previous) this.#lastProgress = performance.now()
+    }
     const idle = performance.now() - this.#lastProgress
     const timeout = this.#deps.sendTimeoutMs
     if (idle < timeout) {
-      this.#sendTimer = setTimeout(this.#checkProgress, timeout - idle)
+      // Checked at least twice a timeout, so that the kernel's count has a point to compare with.
+      this.#sendTimer = setTimeout(this.#checkProgress, Math.min(timeout - idle, timeout / 2))
       return
     }
     this.#sendTimer = undefined

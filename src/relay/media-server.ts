@@ -7,6 +7,7 @@ import type { Logger } from 'pino'
 import type { Config } from '../config.js'
 import { errors, sendProblem } from '../errors.js'
 import { prepareServer, refuseEarly, serverOptions } from '../http-servers.js'
+import { EarlyRefusals } from './client-errors.js'
 import { responseBasics } from './headers.js'
 import type { DownloadDeps } from './media-download.js'
 import { MEDIA_ALLOW, mediaRoute } from './media-route.js'
@@ -36,8 +37,11 @@ export async function createMediaServer(options: MediaServerOptions): Promise<Me
   const { config, logger, isDraining } = options
   let open = 0
   const idleWaiters: Array<() => void> = []
-  const server = Fastify(serverOptions(logger))
-  prepareServer(server)
+  const refusals = new EarlyRefusals((refusal) =>
+    options.onOutcome({ ...refusal, route: 'unmatched', seconds: 0, aborted: false, media: null }),
+  )
+  const server = Fastify(serverOptions(logger, refusals))
+  prepareServer(server, refusals)
   server.decorateRequest('served', null)
 
   const onOutcome = (outcome: Outcome) => {

@@ -9,6 +9,8 @@ type EndCallback = () => void
 
 /** The requests on a socket that are not over yet. */
 const open = new WeakMap<Socket, Set<EndCallback>>()
+/** What waits for a socket's open requests to be over. */
+const waiting = new WeakMap<Socket, EndCallback[]>()
 
 export function onRequestEnd(response: ServerResponse, socket: Socket, callback: EndCallback): void {
   let requests = open.get(socket)
@@ -25,9 +27,21 @@ export function onRequestEnd(response: ServerResponse, socket: Socket, callback:
     if (!onSocket.delete(end)) return
     response.off('close', end)
     callback()
+    if (onSocket.size === 0) for (const next of waiting.get(socket)?.splice(0) ?? []) next()
   }
   onSocket.add(end)
   response.once('close', end)
   // Already closed (a pipelined request parsed just before the client left): no event will come.
   if (socket.destroyed) setImmediate(end)
+}
+
+/** Runs `callback` once every request open on the socket is over (at once if none is). */
+export function afterOpenRequests(socket: Socket, callback: EndCallback): void {
+  if (!open.get(socket)?.size) {
+    callback()
+    return
+  }
+  const waiters = waiting.get(socket)
+  if (waiters) waiters.push(callback)
+  else waiting.set(socket, [callback])
 }

@@ -4,11 +4,13 @@
 // token, sends the attempts one after another, and carries out what retry-policy.ts decides
 // about each; it never decides anything itself.
 import type { IncomingHttpHeaders } from 'node:http'
+import type { Socket } from 'node:net'
 import { Agent, type Dispatcher } from 'undici'
 import type { Config } from '../config.js'
 import type { Token, TokenCache } from '../credentials/token-cache.js'
 import { type ProxyError, toProxyError } from '../errors.js'
 import { type AttemptResult, DEFAULT_RETRY_POLICY, decide, type RetryPolicy, type RetryReason } from './retry-policy.js'
+import { respondingSocket } from './upstream-sockets.js'
 
 export interface UpstreamClientOptions {
   retry?: RetryPolicy
@@ -116,6 +118,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #status = 0
   /** Content-Length bytes still to come of the relayed body (Infinity when it has none). */
   #bodyLeft = Number.POSITIVE_INFINITY
+  /** For a body that only the connection's close ends: its socket, to tell a FIN from a reset. */
+  #closeDelimitedSocket: Socket | undefined
   #started = 0
   #token: Token | undefined
   #upstreamStatus: number | null = null
@@ -195,6 +199,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#status = status
     const length = headers['content-length']
     this.#bodyLeft = typeof length === 'string' ? Number(length) : Number.POSITIVE_INFINITY
+    const socket = respondingSocket()
+    this.#closeDelimitedSocket = isCloseDelimited(status, headers, this.#request.method) ? socket : undefined
     this.#sink.start(status, controller.rawHeaders as Buffer[])
   }
 
@@ -209,7 +215,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
   onResponseEnd(controller: Dispatcher.DispatchController): void {
     if (controller !== this.#controller || !this.#relaying) return
     this.#controller = undefined
-    this.#sink.end()
+    // undici ends a close-delimited body on a reset as on a FIN: only the socket knows.
+    const reset = this.#closeDelimitedSocket?.errored
+    if (reset) this.#sink.abort(reset)
+    else this.#sink.end()
   }
 
   onResponseError(controller: Dispatcher.DispatchController, error: Error): void {
@@ -258,4 +267,12 @@ export class Exchange implements Dispatcher.DispatchHandler {
     }
     return false
   }
+}
+
+/** A body with neither a length nor chunked framing ends when the connection does (RFC 9112 6.3). */
+function isCloseDelimited(status: number, headers: IncomingHttpHeaders, method: string): boolean {
+  if (method === 'HEAD' || status === 204 || status === 304) return false
+  if (headers['content-length'] !== undefined) return false
+  const coding = headers['transfer-encoding']
+  return typeof coding !== 'string' || !coding.trim().toLowerCase().endsWith('chunked')
 }

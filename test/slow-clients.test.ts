@@ -1,0 +1,74 @@
+// Proves what a slow client gets: the send timeout measures progress (a client that reads,
+// however slowly, is never cut; one whose socket takes nothing is), and the access line counts
+// the bytes the client's socket took, marking a download the client left as aborted.
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { accessLines, MEDIA_ID, pausedDownload, startEmulator, startProxy, waitFor } from './helpers.js'
+
+const SEND_TIMEOUT_MS = 1_500
+
+test('a client reading slowly but steadily is not cut by the send timeout, however long it takes', {
+  timeout: 30_000,
+}, async (t) => {
+  const emulator = await startEmulator(t)
+  emulator.media.addSynthetic(MEDIA_ID, 64 * 1024 * 1024)
+  emulator.faults.push({ closeConnection: true })
+  const proxy = await startProxy(t, emulator.url, {}, { sendTimeoutMs: SEND_TIMEOUT_MS })
+  const res = await pausedDownload(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
+  t.after(() => res.destroy())
+  // Let every buffer between the two fill, so that the relay waits for the client throughout.
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  let received = 0
+  let cut = false
+  res.once('close', () => {
+    cut = !res.complete
+  })
+  // About 1 MB a second, in 64 KiB reads, for three send timeouts: far slower than the upstream,
+  // so the download waits for the client throughout, and never with an empty buffer. (The
+  // kernel shows a reader's progress only when its receive window opens, every few hundred KiB
+  // read on loopback: that, not the proxy, sets the slowest rate a timeout can tell from none.)
+  const until = Date.now() + 3 * SEND_TIMEOUT_MS
+  while (Date.now() < until && !cut) {
+    const chunk = res.read(64 * 1024) as Buffer | null
+    if (chunk) received += chunk.length
+    await new Promise((resolve) => setTimeout(resolve, 60))
+  }
+  assert.equal(cut, false, `cut after ${received} bytes although the client was reading`)
+  assert.ok(received > 0)
+  assert.equal(accessLines(proxy).length, 0, 'the download is still going')
+})
+
+test('a client whose socket takes nothing is cut after the send timeout, logged as aborted with the bytes it took', async (t) => {
+  const emulator = await startEmulator(t)
+  const size = 64 * 1024 * 1024
+  emulator.media.addSynthetic(MEDIA_ID, size)
+  emulator.faults.push({ closeConnection: true })
+  const proxy = await startProxy(t, emulator.url, {}, { sendTimeoutMs: SEND_TIMEOUT_MS })
+  const res = await pausedDownload(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
+  t.after(() => res.destroy())
+  const line = await waitFor(() => accessLines(proxy)[0], 'the stalled download to be cut', 10_000)
+  assert.equal(line.aborted, true)
+  assert.ok(Number(line.bytes) < size / 2, `${line.bytes} bytes logged for a client that read none`)
+  assert.ok(proxy.logs.some((entry) => entry.msg === 'media response cut short'))
+  const upstream = await waitFor(() => emulator.requests[0], 'the upstream request')
+  await waitFor(() => upstream.closed, 'the upstream request to be cancelled')
+})
+
+test('a client that reads part of a Connection: close download and leaves is logged as aborted, with fewer bytes than the file', async (t) => {
+  const emulator = await startEmulator(t)
+  const size = 64 * 1024 * 1024
+  emulator.media.addSynthetic(MEDIA_ID, size)
+  emulator.faults.push({ closeConnection: true })
+  const proxy = await startProxy(t, emulator.url)
+  const res = await pausedDownload(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
+  let received = 0
+  res.on('data', (chunk: Buffer) => {
+    received += chunk.length
+    if (received >= 200 * 1024) res.destroy()
+  })
+  res.resume()
+  const line = await waitFor(() => accessLines(proxy)[0], 'the access line')
+  assert.equal(line.aborted, true)
+  assert.ok(Number(line.bytes) >= 200 * 1024, `${line.bytes} bytes: at least what the client read`)
+  assert.ok(Number(line.bytes) < size / 2, `${line.bytes} bytes logged for a client that read 200 KiB`)
+})
