@@ -1,13 +1,15 @@
 // The upstream every target reads from: pre-generated media files served by nginx (as in the
 // issue's reference figures) or, without nginx, by bench/static-origin.ts. Neither verifies the
 // token: the benchmark isolates the proxy's cost from the RS256 checks the emulator would do.
+// A second, close-delimited origin (static-origin.ts --close-delimited) serves the same files
+// with bodies that end when the connection closes, for one of the memory runs.
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { originConfig, startNginx } from './nginx.js'
 import { freePort, HOST, waitForPort } from './ports.js'
-import { LOAD_CORE, type ProcessGroup } from './processes.js'
+import { type Child, LOAD_CORE, type ProcessGroup } from './processes.js'
 
 export interface BodySize {
   readonly label: string
@@ -69,21 +71,54 @@ export async function startOrigin(
       pids: nginx.pids,
     }
   }
+  return startNodeOrigin(group, { name: 'origin', dir: options.dir, root: options.root, port })
+}
+
+/**
+ * The same files, every response HTTP/1.1 200 with `Connection: close` and no Content-Length nor
+ * chunked encoding: each body ends when its connection closes, so no upstream connection is reused.
+ */
+export async function startCloseDelimitedOrigin(
+  group: ProcessGroup,
+  options: { dir: string; root: string },
+): Promise<RunningOrigin & { child: Child }> {
+  const port = await freePort()
+  const origin = await startNodeOrigin(group, {
+    name: 'close-delimited-origin',
+    ...options,
+    port,
+    closeDelimited: true,
+  })
+  return { ...origin, description: 'node:net, bodies delimited by the connection closing (no length, no chunks)' }
+}
+
+async function startNodeOrigin(
+  group: ProcessGroup,
+  options: { name: string; dir: string; root: string; port: number; closeDelimited?: boolean },
+): Promise<RunningOrigin & { child: Child }> {
   const child = group.spawn(
-    'origin',
+    options.name,
     process.execPath,
-    ['--import', 'tsx', STATIC_ORIGIN, options.root, String(port)],
+    [
+      '--import',
+      'tsx',
+      STATIC_ORIGIN,
+      options.root,
+      String(options.port),
+      ...(options.closeDelimited ? ['--close-delimited'] : []),
+    ],
     {
       core: LOAD_CORE,
-      stderrFile: join(options.dir, 'origin-stderr.log'),
+      stderrFile: join(options.dir, `${options.name}-stderr.log`),
     },
   )
-  await waitForPort(child, port)
+  await waitForPort(child, options.port)
   return {
     kind: 'node',
     description: 'node:http serving bodies from memory, token not verified',
-    url: `http://${HOST}:${port}`,
-    port,
+    url: `http://${HOST}:${options.port}`,
+    port: options.port,
     pids: [child.pid],
+    child,
   }
 }

@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process'
 import { createSign, generateKeyPairSync, randomUUID } from 'node:crypto'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { parseAllDocuments } from 'yaml'
 import { type Child, type ProcessGroup, REPO_ROOT, SERVER_CORE } from './processes.js'
 
 export const APPLICATION_ID = '0b1a0000-aaaa-4bbb-8ccc-000000000000'
@@ -24,6 +25,8 @@ export interface ProxyMetrics {
   signatures: number
   /** Sum of media_proxy_requests_total over all labels. */
   requests: number
+  /** media_proxy_in_flight_requests: media requests being served at the time of reading. */
+  inFlight: number
 }
 
 /** `npx tsc -p tsconfig.build.json`: the benchmark runs what `npm start` runs. */
@@ -56,12 +59,20 @@ export function staticToken(pem: string, ttlSeconds = 86_400): string {
 
 export async function startProxy(
   group: ProcessGroup,
-  options: { dir: string; upstreamUrl: string; keyPath: string; nodeArgs?: string[] },
+  options: {
+    dir: string
+    upstreamUrl: string
+    keyPath: string
+    nodeArgs?: string[]
+    /** Names the process and its log files (<dir>/<name>-stdout.log): one per proxy started. */
+    name?: string
+  },
 ): Promise<RunningProxy> {
-  const logFile = join(options.dir, 'proxy-stdout.log')
-  const errFile = join(options.dir, 'proxy-stderr.log')
+  const name = options.name ?? 'proxy'
+  const logFile = join(options.dir, `${name}-stdout.log`)
+  const errFile = join(options.dir, `${name}-stderr.log`)
   writeFileSync(logFile, '')
-  const child = group.spawn('proxy', process.execPath, [...(options.nodeArgs ?? []), 'dist/main.js'], {
+  const child = group.spawn(name, process.execPath, [...(options.nodeArgs ?? []), 'dist/main.js'], {
     core: SERVER_CORE,
     stdoutFile: logFile,
     stderrFile: errFile,
@@ -97,21 +108,24 @@ export async function startProxy(
   }
 }
 
-/** Reads the two counters the benchmark needs from the admin port's /metrics. */
+/** Reads the counters and the gauge the benchmark needs from the admin port's /metrics. */
 export async function readProxyMetrics(adminUrl: string): Promise<ProxyMetrics> {
   const response = await fetch(`${adminUrl}/metrics`)
   if (!response.ok) throw new Error(`GET ${adminUrl}/metrics answered ${response.status}`)
   const text = await response.text()
   let signatures = 0
   let requests = 0
+  let inFlight = 0
   for (const line of text.split('\n')) {
     if (line.startsWith('media_proxy_token_refreshes_total{result="success"}')) {
       signatures = Number(line.slice(line.lastIndexOf(' ') + 1))
     } else if (line.startsWith('media_proxy_requests_total{')) {
       requests += Number(line.slice(line.lastIndexOf(' ') + 1))
+    } else if (line.startsWith('media_proxy_in_flight_requests ')) {
+      inFlight = Number(line.slice(line.lastIndexOf(' ') + 1))
     }
   }
-  return { signatures, requests }
+  return { signatures, requests, inFlight }
 }
 
 /** The glibc allocator settings the container image sets (Dockerfile ENV), so the benchmark runs what production runs. */
@@ -120,4 +134,46 @@ export function imageMallocEnv(): Record<string, string> {
   return Object.fromEntries(
     [...dockerfile.matchAll(/\b(MALLOC_[A-Z_]+_)=(\d+)/g)].map(([, name, value]) => [name, value]),
   )
+}
+
+/** deploy/kubernetes/deployment.yaml: the example the memory limit is read from. */
+export const KUBERNETES_EXAMPLE = 'deploy/kubernetes/deployment.yaml'
+
+const QUANTITY_UNITS: Record<string, number> = {
+  '': 1,
+  k: 1e3,
+  M: 1e6,
+  G: 1e9,
+  Ki: 1024,
+  Mi: 1024 ** 2,
+  Gi: 1024 ** 3,
+}
+
+/**
+ * The proxy container's memory limit in the Kubernetes example (resources.limits.memory of the
+ * container running the vonage-media-proxy image), in bytes; undefined when it cannot be found.
+ */
+export function kubernetesMemoryLimit(): number | undefined {
+  let text: string
+  try {
+    text = readFileSync(join(REPO_ROOT, KUBERNETES_EXAMPLE), 'utf8')
+  } catch {
+    return undefined
+  }
+  type Container = { image?: unknown; resources?: { limits?: { memory?: unknown } } }
+  for (const doc of parseAllDocuments(text)) {
+    if (!('toJS' in doc)) continue
+    const manifest = doc.toJS() as {
+      kind?: unknown
+      spec?: { template?: { spec?: { initContainers?: Container[]; containers?: Container[] } } }
+    } | null
+    if (manifest?.kind !== 'Deployment') continue
+    const pod = manifest.spec?.template?.spec
+    const containers = [...(pod?.initContainers ?? []), ...(pod?.containers ?? [])]
+    const proxy = containers.find((c) => typeof c.image === 'string' && c.image.includes('vonage-media-proxy'))
+    const memory = proxy?.resources?.limits?.memory
+    const match = /^(\d+(?:\.\d+)?)(k|M|G|Ki|Mi|Gi)?$/.exec(String(memory ?? ''))
+    if (match) return Number(match[1]) * (QUANTITY_UNITS[match[2] ?? ''] ?? Number.NaN)
+  }
+  return undefined
 }

@@ -1,7 +1,9 @@
-// `npm run bench` (issue 6): the proxy, built and run as production runs it, side by side with
-// direct access to the origin and with nginx as a plain header-injecting reverse proxy, in
-// interleaved rounds; then latency at concurrency 1, memory under slow clients and signatures
-// per request. Beside them, two contenders for the proxy's relay (bench/contenders.ts): the
+// `npm run bench`: the proxy, built and run as production runs it, side by side with direct
+// access to the origin and with nginx as a plain header-injecting reverse proxy, in interleaved
+// rounds; then latency at concurrency 1 and signatures per request. Memory is measured twice:
+// 16 slow clients per server (the proxy with keep-alive bodies from the origin, a second proxy
+// whose origin ends every body by closing the connection, and nginx), and 1,000 slow clients at
+// once through a fresh proxy, held against the Kubernetes example's memory limit. Beside them, two contenders for the proxy's relay (bench/contenders.ts): the
 // design's @fastify/http-proxy and undici's stream(), so that the reason the proxy relays undici
 // itself stays measured (the "relay decision" table). Prints the tables and writes the raw
 // results to bench/results/<time>.json.
@@ -32,7 +34,15 @@ import {
   wrkAvailable,
 } from './load.js'
 import { nginxVersion, reverseProxyConfig, startNginx } from './nginx.js'
-import { BODY_SIZES, type BodySize, type OriginKind, prepareMedia, type RunningOrigin, startOrigin } from './origin.js'
+import {
+  BODY_SIZES,
+  type BodySize,
+  type OriginKind,
+  prepareMedia,
+  type RunningOrigin,
+  startCloseDelimitedOrigin,
+  startOrigin,
+} from './origin.js'
 import { freePort } from './ports.js'
 import {
   cpuSeconds,
@@ -47,6 +57,8 @@ import {
 import {
   buildProxy,
   imageMallocEnv,
+  KUBERNETES_EXAMPLE,
+  kubernetesMemoryLimit,
   type RunningProxy,
   readProxyMetrics,
   startProxy,
@@ -55,11 +67,14 @@ import {
 } from './proxy.js'
 import {
   type Cell,
+  CLOSE_DELIMITED_PROXY,
   checkTargets,
   fmt,
   type LatencySummary,
   latencyTable,
+  type ManyClientsSummary,
   type MemorySummary,
+  manyClientsTable,
   memoryTable,
   relayDecisionTable,
   type SignatureSummary,
@@ -70,25 +85,41 @@ import {
   targetsTable,
   throughputTable,
 } from './report.js'
-import { RssSampler, slowReaders } from './slow-readers.js'
+import { kernelTcpBytes, openFilesLimit, RssSampler, slowReaders } from './slow-readers.js'
 
 const USAGE = `usage: npm run bench -- [options]
-  --quick            one round of 1 s runs, a short memory test (about a minute)
+  --quick            one round of 1 s runs, short memory tests (about a minute)
   --rounds N         interleaved rounds (default 3, quick 1)
   --seconds S        seconds per throughput run (default 3, quick 1)
   --origin KIND      nginx (default when installed) or node
   --no-nginx         skip nginx, as origin and as the reverse proxy compared against
   --no-contenders    skip the relay contenders (@fastify/http-proxy, undici stream()): about 45 s less
+  --no-many-clients  skip the memory run with 1,000 slow clients at once: about 20 s less
   --autocannon       generate load in-process (autocannon; undici for bodies over 4 KiB) even with wrk
   --profile          profile the proxy (node --cpu-prof) under the 1 KiB load instead
   --help`
 
-/** The whole run must stay under five minutes; past this, it stops and cleans up. */
-const TIME_LIMIT_MS = 295_000
+/** The whole run must stay under five and a half minutes; past this, it stops and cleans up. */
+const TIME_LIMIT_MS = 330_000
 const RESULTS_DIR = join(REPO_ROOT, 'bench', 'results')
 const SIGNATURE_REQUESTS = 10_000
 const SLOW_CLIENTS = 16
 const SLOW_BYTES_PER_SECOND = 2e6
+/**
+ * The many-clients run: as many clients as MAX_IN_FLIGHT_REQUESTS lets in by default, each
+ * downloading the 1 MiB body and reading a few KB/s of it. Not a larger body: on loopback (64 KiB
+ * MTU) the kernel queues up to about 4 MiB per connection on the proxy's side before the proxy
+ * sees backpressure, so 1,000 downloads that all stay backpressured would need 4 GB or more of
+ * kernel TCP memory, past net.ipv4.tcp_mem's hard limit on most machines, which stalls every TCP
+ * connection on the machine (32 MiB bodies did: 243 of 1,000 were served in 6 s). With 1 MiB the
+ * kernel holds at most about 1 GB, and the proxy relays 1,000 downloads at once (its CPU, not the
+ * clients, is then what holds them in flight) and keeps their 1,000 connections open.
+ */
+const MANY_CLIENTS = 1_000
+const MANY_BODY_BYTES = 1024 * 1024
+const MANY_BYTES_PER_SECOND = 8e3
+/** Open files the many-clients run needs here (and the proxy, which inherits the limit): two per client and spare. */
+const MANY_OPEN_FILES = 2 * MANY_CLIENTS + 200
 const LATENCY_TARGETS: readonly TargetName[] = ['direct', 'proxy', 'nginx-64k']
 const SETTLE_MS = 100
 /**
@@ -106,10 +137,14 @@ interface Settings {
   latencySeconds: number
   warmupSeconds: number
   slowSeconds: number
+  /** The many-clients run: clients start over manyRampSeconds; all stop manySeconds after the first. */
+  manyRampSeconds: number
+  manySeconds: number
   profileSeconds: number
   origin: OriginKind
   nginx: boolean
   contenders: boolean
+  manyClients: boolean
   autocannon: boolean
   profile: boolean
 }
@@ -131,6 +166,9 @@ interface Environment {
   origin: RunningOrigin
   proxy: RunningProxy
   targets: Target[]
+  /** The throwaway key and the media files, for the proxies and origin started later. */
+  keyPath: string
+  mediaRoot: string
 }
 
 const log = (message: string) => process.stderr.write(`${message}\n`)
@@ -145,6 +183,7 @@ function parseSettings(): Settings {
       origin: { type: 'string' },
       'no-nginx': { type: 'boolean', default: false },
       'no-contenders': { type: 'boolean', default: false },
+      'no-many-clients': { type: 'boolean', default: false },
       autocannon: { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
@@ -174,10 +213,13 @@ function parseSettings(): Settings {
     latencySeconds: quick ? 1 : 2,
     warmupSeconds: 1,
     slowSeconds: quick ? 5 : 24,
+    manyRampSeconds: quick ? 1 : 2,
+    manySeconds: quick ? 8 : 15,
     profileSeconds: quick ? 5 : 10,
     origin,
     nginx,
     contenders: !values['no-contenders'],
+    manyClients: !values['no-many-clients'],
     autocannon: values.autocannon || !wrkAvailable(),
     profile: values.profile,
   }
@@ -239,6 +281,8 @@ function describeSetup(settings: Settings): Machine {
   else if (!settings.nginx) notes.push('--no-nginx: the nginx comparisons are skipped')
   if (!settings.contenders)
     notes.push('--no-contenders: the relay decision (proxy vs @fastify/http-proxy) is not measured')
+  if (!settings.manyClients)
+    notes.push(`--no-many-clients: memory with ${fmt(MANY_CLIENTS)} slow clients is not measured`)
   if (settings.autocannon && !wrkAvailable())
     notes.push('wrk is not installed: the load is generated in-process (autocannon, undici)')
   if (pinningUnavailable) notes.push(`processes are not pinned to cores: ${pinningUnavailable}`)
@@ -298,7 +342,7 @@ async function startTargets(settings: Settings, dir: string, group: ProcessGroup
     }
   }
   const load = settings.autocannon ? inProcessGenerator : wrk(group, dir)
-  return { settings, dir, group, load, origin, proxy, targets }
+  return { settings, dir, group, load, origin, proxy, targets, keyPath: key.path, mediaRoot: root }
 }
 
 /** One request per size and target: status 200, the right length, the right bytes. */
@@ -315,36 +359,173 @@ async function checkTargetsServe(env: Environment): Promise<void> {
   }
 }
 
+/** Fetches one body and checks it is the media file: status 200, the same bytes. */
+async function checkServes(name: string, url: string, file: string): Promise<void> {
+  const response = await fetch(url)
+  const body = Buffer.from(await response.arrayBuffer())
+  if (response.status !== 200 || !body.equals(readFileSync(file))) {
+    throw new Error(`${name}: status ${response.status}, ${body.length} bytes: not the media`)
+  }
+}
+
+/**
+ * 16 slow clients per server at once: the proxy and nginx (keep-alive, Content-Length bodies from
+ * the origin), and a second proxy whose origin (static-origin.ts --close-delimited, on the load
+ * core) ends every body by closing the connection. The second proxy and its origin are stopped after.
+ */
 async function measureMemory(env: Environment): Promise<MemorySummary[]> {
   const big = BODY_SIZES[BODY_SIZES.length - 1] as BodySize
-  const servers = env.targets.filter((target) => target.name !== 'direct' && !target.contender)
-  await sleep(1_000)
+  const servers: { name: string; url: string; pids: number[] }[] = env.targets
+    .filter((target) => target.name !== 'direct' && !target.contender)
+    .map((target) => ({ name: target.name, url: target.url(big), pids: target.pids }))
+  const closeOrigin = await startCloseDelimitedOrigin(env.group, { dir: env.dir, root: env.mediaRoot })
+  const closeProxy = await startProxy(env.group, {
+    name: 'proxy-close-delimited',
+    dir: env.dir,
+    upstreamUrl: closeOrigin.url,
+    keyPath: env.keyPath,
+  })
   log(
-    `memory: ${SLOW_CLIENTS} clients per server reading ${big.label} at ${SLOW_BYTES_PER_SECOND / 1e6} MB/s ` +
-      `(${servers.map((t) => t.name).join(', ')} at once, up to ${env.settings.slowSeconds} s)`,
+    `${CLOSE_DELIMITED_PROXY}: a second node dist/main.js (pid ${closeProxy.pid}) in front of ` +
+      `${closeOrigin.description} at ${closeOrigin.url}`,
   )
-  const runs = servers.map(async (target) => {
-    const idleBytes = rssBytes(target.pids)
-    const sampler = new RssSampler(target.pids)
+  try {
+    for (const size of BODY_SIZES) {
+      await checkServes(
+        `${CLOSE_DELIMITED_PROXY} ${size.label}`,
+        `${closeProxy.mediaUrl}/media/${size.id}`,
+        join(env.mediaRoot, 'v3', 'media', size.id),
+      )
+    }
+    const proxyAt = servers.findIndex((server) => server.name === 'proxy')
+    servers.splice(proxyAt + 1, 0, {
+      name: CLOSE_DELIMITED_PROXY,
+      url: `${closeProxy.mediaUrl}/media/${big.id}`,
+      pids: [closeProxy.pid],
+    })
+    await sleep(1_000)
+    log(
+      `memory: ${SLOW_CLIENTS} clients per server reading ${big.label} at ${SLOW_BYTES_PER_SECOND / 1e6} MB/s ` +
+        `(${servers.map((t) => t.name).join(', ')} at once, up to ${env.settings.slowSeconds} s)`,
+    )
+    const runs = servers.map(async (server) => {
+      const idleBytes = rssBytes(server.pids)
+      const sampler = new RssSampler(server.pids)
+      const result = await slowReaders({
+        url: server.url,
+        clients: SLOW_CLIENTS,
+        bytesPerSecond: SLOW_BYTES_PER_SECOND,
+        maxSeconds: env.settings.slowSeconds,
+        expectedBytes: big.bytes,
+      })
+      const peakBytes = sampler.stop()
+      return {
+        target: server.name,
+        idleBytes,
+        peakBytes,
+        aboveIdleBytes: peakBytes - idleBytes,
+        clients: result.clients,
+        completed: result.completed,
+        failed: result.failed,
+        meanBytesPerSecondPerClient: result.meanBytesPerSecondPerClient,
+      }
+    })
+    return await Promise.all(runs)
+  } finally {
+    await env.group.stop(closeProxy.child)
+    await env.group.stop(closeOrigin.child)
+  }
+}
+
+/**
+ * MANY_CLIENTS slow clients at once through a fresh proxy (so that its idle memory is the
+ * start-up figure, not what earlier runs left), each downloading the largest body at a few KB/s
+ * until the deadline; the proxy's VmRSS is sampled throughout, and its in-flight gauge twice a
+ * second. The proxy is stopped after.
+ */
+async function measureManyClients(env: Environment): Promise<ManyClientsSummary | undefined> {
+  const { settings } = env
+  const limit = openFilesLimit()
+  if (limit !== undefined && limit < MANY_OPEN_FILES) {
+    log(
+      `warning: the ${fmt(MANY_CLIENTS)}-client memory run is skipped: this process may open ${limit} files ` +
+        `(ulimit -n), it needs ${MANY_OPEN_FILES} (a socket per client here and two in the proxy); ` +
+        `raise it (ulimit -n ${MANY_OPEN_FILES * 2}) before npm run bench, or pass --no-many-clients`,
+    )
+    return undefined
+  }
+  const body = BODY_SIZES.find((size) => size.bytes === MANY_BODY_BYTES) as BodySize
+  const small = BODY_SIZES[0] as BodySize
+  const proxy = await startProxy(env.group, {
+    name: 'proxy-many-clients',
+    dir: env.dir,
+    upstreamUrl: env.origin.url,
+    keyPath: env.keyPath,
+  })
+  try {
+    // One request, as the other memory runs' idle figures follow one request per size.
+    await checkServes(
+      'proxy (many clients)',
+      `${proxy.mediaUrl}/media/${small.id}`,
+      join(env.mediaRoot, 'v3', 'media', small.id),
+    )
+    await sleep(1_000)
+    const limitBytes = kubernetesMemoryLimit()
+    log(
+      `memory: ${fmt(MANY_CLIENTS)} clients reading ${body.label} each at ${MANY_BYTES_PER_SECOND / 1e3} KB/s through ` +
+        `a fresh proxy (pid ${proxy.pid}), started over ${settings.manyRampSeconds} s, ` +
+        `all stopped at ${settings.manySeconds} s`,
+    )
+    const idleBytes = rssBytes([proxy.pid])
+    const sampler = new RssSampler([proxy.pid])
+    const kernelTcpAtStart = kernelTcpBytes()
+    let kernelTcpPeak = kernelTcpAtStart
+    let peakInFlight = 0
+    let polling = true
+    const poll = (async () => {
+      while (polling) {
+        kernelTcpPeak = Math.max(kernelTcpPeak, kernelTcpBytes())
+        try {
+          peakInFlight = Math.max(peakInFlight, (await readProxyMetrics(proxy.adminUrl)).inFlight)
+        } catch {
+          // A scrape that fails under load only loses a sample.
+        }
+        await sleep(250)
+      }
+    })()
     const result = await slowReaders({
-      url: target.url(big),
-      clients: SLOW_CLIENTS,
-      bytesPerSecond: SLOW_BYTES_PER_SECOND,
-      maxSeconds: env.settings.slowSeconds,
+      url: `${proxy.mediaUrl}/media/${body.id}`,
+      clients: MANY_CLIENTS,
+      bytesPerSecond: MANY_BYTES_PER_SECOND,
+      maxSeconds: settings.manySeconds,
+      rampSeconds: settings.manyRampSeconds,
+      expectedBytes: body.bytes,
     })
     const peakBytes = sampler.stop()
+    polling = false
+    await poll
     return {
-      target: target.name,
+      clients: MANY_CLIENTS,
+      bodyLabel: body.label,
+      bytesPerSecondPerClient: MANY_BYTES_PER_SECOND,
+      rampSeconds: settings.manyRampSeconds,
+      seconds: settings.manySeconds,
       idleBytes,
       peakBytes,
       aboveIdleBytes: peakBytes - idleBytes,
-      clients: result.clients,
+      peakInFlight,
+      kernelTcpAboveStartBytes: kernelTcpPeak - kernelTcpAtStart,
+      limitBytes,
+      limitSource: limitBytes === undefined ? `not found in ${KUBERNETES_EXAMPLE}` : KUBERNETES_EXAMPLE,
+      responded: result.responded,
       completed: result.completed,
       failed: result.failed,
-      meanBytesPerSecondPerClient: result.meanBytesPerSecondPerClient,
+      failures: result.failures,
+      meanBytesPerClient: result.meanBytesPerClient,
     }
-  })
-  return Promise.all(runs)
+  } finally {
+    await env.group.stop(proxy.child)
+  }
 }
 
 /** One load run with the CPU time of the target's processes and of the origin around it. */
@@ -469,15 +650,20 @@ async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup
   const contenderSeconds = settings.contenders
     ? CONTENDERS.length * CONTENDER_SIZES.length * (settings.warmupSeconds + settings.rounds * (settings.seconds + 0.3))
     : 0
+  const manySeconds = settings.manyClients ? settings.manySeconds + 4 : 0
   const estimate =
     BODY_SIZES.length * (4 + settings.rounds * (settings.seconds + 0.3) * (settings.nginx ? 4 : 2)) +
     contenderSeconds +
     settings.rounds * (settings.latencySeconds + 0.3) * (settings.nginx ? 3 : 2) +
     settings.slowSeconds +
+    3 +
+    manySeconds +
     15
   log(`estimated time: about ${Math.round(estimate)} s`)
   if (estimate * 1000 > TIME_LIMIT_MS * 0.95) {
-    const saving = settings.contenders ? `; --no-contenders saves about ${Math.round(contenderSeconds)} s` : ''
+    const saving =
+      (settings.contenders ? `; --no-contenders saves about ${Math.round(contenderSeconds)} s` : '') +
+      (settings.manyClients ? `; --no-many-clients about ${Math.round(manySeconds)} s` : '')
     log(`warning: that is close to the time limit of ${TIME_LIMIT_MS / 1000} s${saving}`)
   }
 
@@ -487,6 +673,7 @@ async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup
   const proxyRssAtStart = rssBytes([env.proxy.pid])
 
   const memory = await measureMemory(env)
+  const many = settings.manyClients ? await measureManyClients(env) : undefined
   const cells = await throughputRounds(env)
   const latencyRuns = await latencyRounds(env)
   const signatures = await countSignatures(env, atStart)
@@ -495,7 +682,7 @@ async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup
 
   const summaries = summarise(cells)
   const latency: LatencySummary[] = summariseLatency(latencyRuns)
-  const targets = checkTargets(summaries, latency, memory, signatures)
+  const targets = checkTargets(summaries, latency, memory, signatures, many)
   const finishedAt = new Date()
 
   const MiB = 1024 * 1024
@@ -536,9 +723,20 @@ async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup
     `Memory (VmRSS) with ${SLOW_CLIENTS} clients reading ${BODY_SIZES[BODY_SIZES.length - 1]?.label} at ` +
       `${SLOW_BYTES_PER_SECOND / 1e6} MB/s each, for at most ${settings.slowSeconds} s ` +
       '(idle: after start-up and one request per size); ' +
-      `proxy RSS after the whole run: ${fmt(proxyRssAtEnd / MiB, 1)} MiB`,
+      `${CLOSE_DELIMITED_PROXY}: a second proxy whose origin sends no length and closes the connection ` +
+      `to end each body; proxy RSS after the whole run: ${fmt(proxyRssAtEnd / MiB, 1)} MiB`,
     memoryTable(memory),
     '',
+    ...(many
+      ? [
+          `Memory (VmRSS) with ${fmt(many.clients)} clients at once, each downloading ${many.bodyLabel} at ` +
+            `${many.bytesPerSecondPerClient / 1e3} KB/s, through a fresh proxy (default MAX_IN_FLIGHT_REQUESTS; ` +
+            `idle: after start-up and one request); clients started over ${many.rampSeconds} s, ` +
+            `all stopped at ${many.seconds} s; limit: resources.limits.memory, ${many.limitSource}`,
+          manyClientsTable(many),
+          '',
+        ]
+      : []),
     `RS256 signatures: ${signatures.signatures} during ${fmt(signatures.requests)} requests ` +
       `(${fmt(signatures.per10k, 1)} per 10,000); whole run: ${signatures.wholeRun.signatures} for ` +
       `${fmt(signatures.wholeRun.requests)} requests, plus 1 at start-up`,
@@ -573,6 +771,7 @@ async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup
     summary: summaries,
     latency: { summary: latency, runs: latencyRuns },
     memory,
+    manyClients: many,
     signatures,
     targetChecks: targets,
     cells,

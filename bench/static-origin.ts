@@ -1,15 +1,20 @@
 // A static stand-in for Vonage's Media API, run as its own process when nginx is not installed:
 // serves GET/HEAD /v3/media/<id> from memory and verifies NO token, so that a benchmark measures
 // the proxy's own cost, not the RS256 verification the emulator does on every request.
-// usage: node --import tsx bench/static-origin.ts <media-root> <port>
+// With --close-delimited it answers every request with HTTP/1.1 200, `Connection: close`, and
+// neither Content-Length nor chunked framing: the body ends when the connection closes (RFC 9112
+// 6.3), which nginx as an origin cannot easily be made to do. Written on raw sockets (node:net)
+// so that nothing adds framing; one request per connection.
+// usage: node --import tsx bench/static-origin.ts <media-root> <port> [--close-delimited]
 
 import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { createServer } from 'node:http'
+import { createServer as createNetServer, type Socket } from 'node:net'
 import { join } from 'node:path'
 
-const [root, port] = process.argv.slice(2)
-if (!root || !port) {
-  process.stderr.write('usage: static-origin.ts <media-root> <port>\n')
+const [root, port, mode] = process.argv.slice(2)
+if (!root || !port || (mode !== undefined && mode !== '--close-delimited')) {
+  process.stderr.write('usage: static-origin.ts <media-root> <port> [--close-delimited]\n')
   process.exit(64)
 }
 
@@ -31,22 +36,68 @@ for (const name of readdirSync(dir)) {
   })
 }
 
-const server = createServer((req, res) => {
-  const body = req.method === 'GET' || req.method === 'HEAD' ? bodies.get(req.url ?? '') : undefined
-  if (!body) {
-    res.writeHead(404, { 'content-length': 0 }).end()
-    return
+/** The most of a request head read before giving up on it. */
+const MAX_HEAD_BYTES = 16 * 1024
+
+/** One request per connection: reads the head, writes status line, headers and body, then closes. */
+function closeDelimited(socket: Socket): void {
+  let head = ''
+  socket.setEncoding('latin1')
+  socket.on('error', () => socket.destroy())
+  const onData = (text: string) => {
+    head += text
+    const end = head.indexOf('\r\n\r\n')
+    if (end === -1) {
+      if (head.length > MAX_HEAD_BYTES) socket.destroy()
+      return
+    }
+    socket.off('data', onData)
+    socket.pause()
+    const [method, target] = head.slice(0, head.indexOf('\r\n')).split(' ')
+    const body = method === 'GET' || method === 'HEAD' ? bodies.get(target ?? '') : undefined
+    if (!body) {
+      socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n')
+      return
+    }
+    socket.write(
+      'HTTP/1.1 200 OK\r\n' +
+        'Content-Type: application/octet-stream\r\n' +
+        `ETag: ${body.etag}\r\n` +
+        `Last-Modified: ${body.lastModified}\r\n` +
+        'Connection: close\r\n\r\n',
+      'latin1',
+    )
+    // The whole body in one write: the socket keeps a reference (no copy) and sends it as the
+    // peer reads; end() then closes the connection, which is what ends the body.
+    if (method === 'HEAD') socket.end()
+    else socket.end(body.data)
   }
-  res.writeHead(200, {
-    'content-type': 'application/octet-stream',
-    'content-length': body.data.length,
-    etag: body.etag,
-    'last-modified': body.lastModified,
-    'accept-ranges': 'bytes',
-  })
-  res.end(req.method === 'HEAD' ? undefined : body.data)
-})
+  socket.on('data', onData)
+}
+
+const server =
+  mode === '--close-delimited'
+    ? createNetServer(closeDelimited)
+    : createServer((req, res) => {
+        const body = req.method === 'GET' || req.method === 'HEAD' ? bodies.get(req.url ?? '') : undefined
+        if (!body) {
+          res.writeHead(404, { 'content-length': 0 }).end()
+          return
+        }
+        res.writeHead(200, {
+          'content-type': 'application/octet-stream',
+          'content-length': body.data.length,
+          etag: body.etag,
+          'last-modified': body.lastModified,
+          'accept-ranges': 'bytes',
+        })
+        res.end(req.method === 'HEAD' ? undefined : body.data)
+      })
 // Longer than undici's and nginx's upstream keep-alive, so the origin never closes first.
-server.keepAliveTimeout = 65_000
+if ('keepAliveTimeout' in server) server.keepAliveTimeout = 65_000
 server.listen(Number(port), '127.0.0.1')
-process.on('SIGTERM', () => server.close(() => process.exit(0)).closeAllConnections())
+process.on('SIGTERM', () => {
+  if (!('closeAllConnections' in server)) process.exit(0) // raw sockets: the exit closes them
+  server.close(() => process.exit(0))
+  server.closeAllConnections()
+})
