@@ -6,16 +6,16 @@ import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { parse as parseYaml } from 'yaml'
 import { KeyError, parsePrivateKey, readPrivateKeyFile } from './credentials/key.js'
+import { UUID } from './uuid.js'
 
 export const EX_CONFIG = 78
-export const JWT_TTL_MIN_SECONDS = 30
-export const JWT_TTL_MAX_SECONDS = 86_400
-export const DEFAULTS_FILE = new URL('../config/default.yaml', import.meta.url)
+const JWT_TTL_MIN_SECONDS = 30
+const JWT_TTL_MAX_SECONDS = 86_400
+const DEFAULTS_FILE = new URL('../config/default.yaml', import.meta.url)
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 
-export const SETTINGS = [
+const SETTINGS = [
   'VONAGE_APPLICATION_ID',
   'VONAGE_PRIVATE_KEY_PATH',
   'VONAGE_PRIVATE_KEY',
@@ -90,7 +90,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
   return parseConfig({ ...defaults, ...fromFile, ...fromEnv })
 }
 
-export function parseConfig(raw: RawSettings): Config {
+function parseConfig(raw: RawSettings): Config {
   const applicationId = required(raw, 'VONAGE_APPLICATION_ID')
   if (!UUID.test(applicationId)) {
     throw new ConfigError('VONAGE_APPLICATION_ID', 'must be the application UUID (8-4-4-4-12 hex digits)')

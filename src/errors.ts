@@ -2,7 +2,7 @@
 // `type`, a log field and a metric label, and renders as RFC 9457 problem+json.
 import type { FastifyReply } from 'fastify'
 
-export const PROBLEM_CONTENT_TYPE = 'application/problem+json'
+const PROBLEM_CONTENT_TYPE = 'application/problem+json'
 const PROBLEM_TYPE_BASE = 'urn:vonage-media-proxy:problem:'
 
 export type ProblemCode =

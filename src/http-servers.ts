@@ -18,7 +18,7 @@ import { responseBasics } from './relay/headers.js'
 /** A caller's X-Request-Id is kept only when it is short and of a safe charset. */
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 /** Header-size limit of both ports; larger requests get 431 from Node's parser. */
-export const MAX_HEADER_BYTES = 16 * 1024
+const MAX_HEADER_BYTES = 16 * 1024
 
 export function serverOptions(logger: Logger, refusals: EarlyRefusals) {
   return {

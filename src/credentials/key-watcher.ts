@@ -7,7 +7,7 @@ import { type FSWatcher, readFileSync, watch } from 'node:fs'
 import { dirname } from 'node:path'
 import { KeyError, parsePrivateKey } from './key.js'
 
-export const KEY_POLL_INTERVAL_MS = 1_000
+const KEY_POLL_INTERVAL_MS = 1_000
 /** Coalesces the burst of events one replacement causes (write, rename, symlink swap). */
 const SETTLE_MS = 50
 

@@ -3,7 +3,7 @@
 import { createPrivateKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 
-export const MIN_RSA_BITS = 2048
+const MIN_RSA_BITS = 2048
 
 /** Why a key was refused, phrased so that it can be printed: it never quotes the key. */
 export class KeyError extends Error {

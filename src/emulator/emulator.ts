@@ -6,10 +6,11 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { UUID_SOURCE } from '../uuid.js'
 import { type MediaItem, MediaStore } from './media-store.js'
 import { type TokenCheck, verifyApplicationToken } from './verify-token.js'
 
-const MEDIA_PATH = /^\/v3\/media\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/i
+const MEDIA_PATH = new RegExp(`^/v3/media/(${UUID_SOURCE})$`, 'i')
 
 export interface EmulatorOptions {
   /** The application's public key (or the private key, whose public half is used). */

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs'
 import { VonageEmulator } from './emulator.js'
 
-export const SAMPLE_SYNTHETIC_ID = '00000000-0000-4000-8000-000000000001'
+const SAMPLE_SYNTHETIC_ID = '00000000-0000-4000-8000-000000000001'
 
 function required(name: string): string {
   const value = process.env[name]

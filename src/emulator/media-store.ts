@@ -5,8 +5,9 @@ import { createHash } from 'node:crypto'
 import { createReadStream, readdirSync, statSync } from 'node:fs'
 import { extname, join } from 'node:path'
 import { Readable } from 'node:stream'
+import { UUID_SOURCE } from '../uuid.js'
 
-const UUID_PREFIX = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(\.[a-z0-9]+)?$/i
+const UUID_PREFIX = new RegExp(`^(${UUID_SOURCE})(\\.[a-z0-9]+)?$`, 'i')
 
 const CONTENT_TYPES: Record<string, string> = {
   '.jpg': 'image/jpeg',

@@ -1,9 +1,9 @@
 // How the emulator checks an application JWT, as Vonage does: an RS256 signature over the
 // exact bytes (verified with node:crypto, not the proxy's jose path), then the claims.
 import { type KeyObject, verify } from 'node:crypto'
+import { UUID } from '../uuid.js'
 
 const ALLOWED_CLAIMS = new Set(['application_id', 'iat', 'exp', 'jti'])
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 /** How far in the future an iat may be before it is refused (clock drift). */
 const IAT_SKEW_SECONDS = 5
 

@@ -17,12 +17,6 @@ export const PASSED_BACK_RESPONSE_HEADERS = [
   'cache-control',
   'retry-after',
 ] as const
-const PASSED_BACK = new Set<string>(PASSED_BACK_RESPONSE_HEADERS)
-
-/** Whether an upstream response header (lower-case name) reaches the client. */
-export function isPassedBack(name: string): boolean {
-  return PASSED_BACK.has(name)
-}
 
 /** What every response carries: the request id, and a close for a connection that asked to upgrade. */
 export function responseBasics(request: FastifyRequest): Record<string, string> {

@@ -2,10 +2,10 @@
 // exchange and its send timer, taken when its turn on the connection comes and released in one
 // place when the request is over. It is the exchange's sink: upstream chunks are written to the
 // client's socket as they come, and the upstream is paused while the client is slow.
-import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { FastifyRequest } from 'fastify'
 import { errors, type ProxyError, problemResponse } from '../errors.js'
-import { isPassedBack, responseBasics } from './headers.js'
+import { PASSED_BACK_RESPONSE_HEADERS, responseBasics } from './headers.js'
 import type { InFlightLimit } from './in-flight.js'
 import type { MediaOutcome } from './outcome.js'
 import { unacknowledgedBytes } from './send-progress.js'
@@ -84,18 +84,18 @@ export class MediaDownload implements ResponseSink, RequestResources {
     }
   }
 
-  start(status: number, rawHeaders: Buffer[]): void {
+  start(status: number, upstreamHeaders: IncomingHttpHeaders): void {
     const headers: OutgoingHttpHeaders = responseBasics(this.#request)
     // A 304 or 204 has no body. RFC 9110 lets a 304 carry the representation's Content-Length,
     // but clients such as undici (Node's fetch) then wait for a body: it is not passed on.
     const bodiless = status === 304 || status === 204
-    for (let i = 0; i < rawHeaders.length; i += 2) {
-      const name = (rawHeaders[i] as Buffer).toString('latin1').toLowerCase()
-      if (!isPassedBack(name) || (bodiless && name === 'content-length')) continue
-      // latin1 both ways: the bytes Vonage sent are the bytes the client gets.
-      const value = (rawHeaders[i + 1] as Buffer).toString('latin1')
-      const previous = headers[name]
-      headers[name] = previous === undefined ? value : `${previous}, ${value}`
+    for (const name of PASSED_BACK_RESPONSE_HEADERS) {
+      // A header Vonage repeats comes as an array, whatever the type says.
+      const value = upstreamHeaders[name] as string | string[] | undefined
+      if (value === undefined || (bodiless && name === 'content-length')) continue
+      // latin1 both ways (undici decodes them so, Node encodes them so): the bytes Vonage sent
+      // are the bytes the client gets.
+      headers[name] = typeof value === 'string' ? value : value.join(', ')
     }
     this.#res.writeHead(status, headers)
   }

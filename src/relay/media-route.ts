@@ -12,7 +12,7 @@ import { FORWARDED_REQUEST_HEADERS } from './headers.js'
 import { type DownloadDeps, MediaDownload } from './media-download.js'
 import type { ServedRequest } from './served-request.js'
 
-export const MEDIA_PREFIXES = ['/media', '/v3/media'] as const
+const MEDIA_PREFIXES = ['/media', '/v3/media'] as const
 export const MEDIA_ALLOW = 'GET, HEAD'
 
 export interface MediaRouteOptions extends DownloadDeps {

@@ -21,8 +21,8 @@ export interface UpstreamClientOptions {
 
 /** The client side of one media request: where the upstream response goes. */
 export interface ResponseSink {
-  /** The response that will be relayed (not a retried one). Raw headers: name, value, … */
-  start(status: number, rawHeaders: Buffer[]): void
+  /** The response that will be relayed (not a retried one); header values are latin1, as sent. */
+  start(status: number, headers: IncomingHttpHeaders): void
   /** A body chunk; false asks for a pause until Exchange.resume() is called. */
   data(chunk: Buffer): boolean
   end(): void
@@ -201,7 +201,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#bodyLeft = typeof length === 'string' ? Number(length) : Number.POSITIVE_INFINITY
     const socket = respondingSocket()
     this.#closeDelimitedSocket = isCloseDelimited(status, headers, this.#request.method) ? socket : undefined
-    this.#sink.start(status, controller.rawHeaders as Buffer[])
+    this.#sink.start(status, headers)
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
