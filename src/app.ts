@@ -4,7 +4,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance } from 'fastify'
 import pino, { type DestinationStream, type Logger } from 'pino'
-import type { Config } from './config.js'
+import { type Config, listenFailure } from './config.js'
 import { KeyWatcher } from './credentials/key-watcher.js'
 import { type Clock, systemClock, TokenCache, TokenSigner } from './credentials/token-cache.js'
 import { AccessLog, LOG_BASE } from './observability/access-log.js'
@@ -26,6 +26,11 @@ const REQUEST_END_WAIT_MS = 1_000
  * upstream connection for as long as it likes (undici's body timeout does not run while paused).
  */
 const DEFAULT_SEND_TIMEOUT_MS = 60_000
+
+/** A listener could not start; the message is one line that names the setting. */
+export class ListenError extends Error {
+  override name = 'ListenError'
+}
 
 export interface AppDeps {
   clock?: Clock
@@ -142,8 +147,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
     },
     flushLogs: () => stdout?.flush(),
     async listen() {
-      const mediaUrl = await media.server.listen({ host: config.host, port: config.port })
-      const adminUrl = await admin.listen({ host: config.host, port: config.adminPort })
+      const mediaUrl = await listenOn(media.server, config.host, config.port, false)
+      const adminUrl = await listenOn(admin, config.adminHost, config.adminPort, true)
       return { mediaUrl, adminUrl }
     },
     close(graceMs = config.shutdownGraceMs) {
@@ -169,6 +174,15 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
       await Promise.race([media.whenIdle(), sleep(REQUEST_END_WAIT_MS, undefined, { ref: false })])
       stdout?.flush()
     },
+  }
+}
+
+/** A port that is taken or an address that does not resolve: a ListenError naming the setting. */
+async function listenOn(server: FastifyInstance, host: string, port: number, admin: boolean): Promise<string> {
+  try {
+    return await server.listen({ host, port })
+  } catch (err) {
+    throw new ListenError(listenFailure(err as NodeJS.ErrnoException, host, port, admin), { cause: err })
   }
 }
 

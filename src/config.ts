@@ -21,6 +21,7 @@ const SETTINGS = [
   'VONAGE_PRIVATE_KEY',
   'UPSTREAM_BASE_URL',
   'HOST',
+  'ADMIN_HOST',
   'PORT',
   'ADMIN_PORT',
   'INBOUND_API_KEYS',
@@ -43,7 +44,10 @@ export interface Config {
   privateKeyPath: string | undefined
   /** Origin plus an optional path prefix. */
   upstreamBaseUrl: URL
+  /** Listen address of the media port. */
   host: string
+  /** Listen address of the admin port. */
+  adminHost: string
   port: number
   adminPort: number
   inboundApiKeys: string[]
@@ -69,23 +73,94 @@ export class ConfigError extends Error {
 
 type RawSettings = Partial<Record<Setting, string>>
 
+/** One line per setting, for --help; the defaults come from config/default.yaml. */
+const MEANINGS: Record<Setting, string> = {
+  VONAGE_APPLICATION_ID: 'the Vonage application id (a UUID); required',
+  VONAGE_PRIVATE_KEY_PATH: "path to the application's PEM private key (watched for rotation)",
+  VONAGE_PRIVATE_KEY: 'the PEM itself, instead of a path',
+  UPSTREAM_BASE_URL: 'where /v3/media/:id is fetched from (http only for a loopback emulator)',
+  HOST: 'listen address of the media port',
+  ADMIN_HOST: 'listen address of the admin port (default: HOST)',
+  PORT: 'media port',
+  ADMIN_PORT: 'admin port: /metrics, /healthz, /readyz, /quitquitquit',
+  INBOUND_API_KEYS: 'comma-separated client keys (16+ characters each); empty: no client auth',
+  JWT_TTL_SECONDS: 'lifetime of each application JWT, 30 to 86400',
+  UPSTREAM_CONNECT_TIMEOUT_MS: 'TCP and TLS connect timeout',
+  UPSTREAM_HEADERS_TIMEOUT_MS: "time to Vonage's response headers",
+  UPSTREAM_BODY_TIMEOUT_MS: 'longest silence between two body chunks',
+  MAX_IN_FLIGHT_REQUESTS: 'media requests served at once; beyond it 503',
+  SHUTDOWN_GRACE_MS: 'how long downloads may finish after SIGTERM',
+  LOG_LEVEL: 'fatal, error, warn, info, debug, trace or silent',
+}
+
+/** Every setting with its default (from the defaults file) and meaning, in order. */
+export function describeSettings(defaultsFile: URL | string = DEFAULTS_FILE): string[] {
+  const defaults = readSettingsFile(defaultsFile, 'defaults file')
+  const width = Math.max(...SETTINGS.map((name) => name.length)) + 2
+  return SETTINGS.map((name) => {
+    const value = defaults[name]
+    const fallback = value === undefined || value === '' ? '' : ` [${value}]`
+    return `${name.padEnd(width)}${MEANINGS[name]}${fallback}`
+  })
+}
+
+/** A listen address or port the process cannot use, phrased as one line naming its setting. */
+export function listenFailure(error: NodeJS.ErrnoException, host: string, port: number, admin: boolean): string {
+  const hostSetting = admin ? 'ADMIN_HOST' : 'HOST'
+  const portSetting = admin ? 'ADMIN_PORT' : 'PORT'
+  const code = error.code ?? 'error'
+  switch (code) {
+    case 'EADDRINUSE':
+      return `${portSetting} ${port} on ${host} is already in use (${code})`
+    case 'EACCES':
+      return `${portSetting} ${port} on ${host} needs more privileges than this process has (${code})`
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'EAI_FAIL':
+      return `${hostSetting} ${host} does not resolve to an address (${code})`
+    case 'EADDRNOTAVAIL':
+      return `${hostSetting} ${host} is not an address of this machine (${code})`
+    default:
+      return `${hostSetting} ${host} and ${portSetting} ${port} cannot be listened on (${code})`
+  }
+}
+
 export interface LoadOptions {
   env?: NodeJS.ProcessEnv
-  /** A YAML file of settings; CONFIG_FILE in env is used when this is absent. */
+  /** A YAML file of settings (the --config flag); CONFIG_FILE in env is used when this is absent. */
   configFile?: string | undefined
   defaultsFile?: URL | string
+  /** Told of variables that look like settings but are not (a misspelt JWT_TTL, say). */
+  onWarning?: (message: string) => void
 }
+
+/** Environment variables with these prefixes are meant for the proxy: an unknown one is a typo. */
+const SETTING_PREFIXES = ['VONAGE_', 'UPSTREAM_', 'JWT_', 'CACHE_', 'LINK_', 'MAX_']
+/** The example file's placeholder client key: a real deployment must not use it. */
+const PLACEHOLDER_KEY = 'replace-me-with-a-long-random-key'
+const MIN_CLIENT_KEY_LENGTH = 16
 
 /** Reads defaults, the optional file and the environment, and validates the result. */
 export function loadConfig(options: LoadOptions = {}): Config {
   const env = options.env ?? process.env
   const defaults = readSettingsFile(options.defaultsFile ?? DEFAULTS_FILE, 'defaults file')
   const configFile = options.configFile ?? nonEmpty(env.CONFIG_FILE)
-  const fromFile = configFile ? readSettingsFile(configFile, 'CONFIG_FILE') : {}
+  // A problem with the file names what the user typed: the flag, or the variable.
+  const fileSetting = options.configFile !== undefined ? '--config' : 'CONFIG_FILE'
+  const fromFile = configFile ? readSettingsFile(configFile, fileSetting) : {}
   const fromEnv: RawSettings = {}
   for (const name of SETTINGS) {
-    const value = env[name]
-    if (value !== undefined) fromEnv[name] = value
+    // Empty is unset, as most tools take it: JWT_TTL_SECONDS= keeps the default.
+    const value = nonEmpty(env[name])
+    if (value !== undefined) fromEnv[name] = env[name]
+  }
+  for (const name of Object.keys(env)) {
+    if (SETTING_PREFIXES.some((prefix) => name.startsWith(prefix)) && !isSetting(name)) {
+      const guess = closestSetting(name)
+      options.onWarning?.(
+        `${name} is not a setting of vonage-media-proxy and is ignored${guess ? ` (did you mean ${guess}?)` : ''}`,
+      )
+    }
   }
   return parseConfig({ ...defaults, ...fromFile, ...fromEnv })
 }
@@ -110,7 +185,9 @@ function parseConfig(raw: RawSettings): Config {
     privateKey,
     privateKeyPath,
     upstreamBaseUrl: upstreamUrl(required(raw, 'UPSTREAM_BASE_URL')),
-    host: host(required(raw, 'HOST')),
+    host: listenAddress(raw, 'HOST'),
+    // The admin port follows the media port's address unless told otherwise.
+    adminHost: nonEmpty(raw.ADMIN_HOST) === undefined ? listenAddress(raw, 'HOST') : listenAddress(raw, 'ADMIN_HOST'),
     port,
     adminPort,
     inboundApiKeys: apiKeys(raw.INBOUND_API_KEYS ?? ''),
@@ -134,8 +211,10 @@ function readSettingsFile(file: URL | string, what: string): RawSettings {
   let doc: unknown
   try {
     doc = parseYaml(text)
-  } catch {
-    throw new ConfigError(what, `is not valid YAML (${file})`)
+  } catch (err) {
+    const position = (err as { linePos?: Array<{ line: number; col: number }> }).linePos?.[0]
+    const where = position ? ` at line ${position.line}, column ${position.col}` : ''
+    throw new ConfigError(what, `is not valid YAML${where} (${file})`)
   }
   if (doc === null || doc === undefined) return {}
   if (typeof doc !== 'object' || Array.isArray(doc)) {
@@ -186,12 +265,32 @@ function upstreamUrl(value: string): URL {
   }
   if (url.username || url.password) throw new ConfigError('UPSTREAM_BASE_URL', 'must not contain credentials')
   if (url.search || url.hash) throw new ConfigError('UPSTREAM_BASE_URL', 'must not have a query or fragment')
+  if (url.protocol === 'http:' && !isLoopback(url.hostname)) {
+    throw new ConfigError(
+      'UPSTREAM_BASE_URL',
+      `must use https: over http the Vonage token would travel in clear (http is only for a loopback host, such as a local emulator; write https://${url.host})`,
+    )
+  }
+  const api = /\/(v3\/media|v1\/files)\/?$/.exec(url.pathname)
+  if (api) {
+    throw new ConfigError(
+      'UPSTREAM_BASE_URL',
+      `must not end in /${api[1]}: the proxy adds that path itself (write ${url.origin}${url.pathname.slice(0, api.index)})`,
+    )
+  }
   return url
 }
 
-function host(value: string): string {
+function listenAddress(raw: RawSettings, name: 'HOST' | 'ADMIN_HOST'): string {
+  const value = required(raw, name)
   if (isIP(value) || /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/i.test(value)) return value
-  throw new ConfigError('HOST', 'must be an IP address or a host name')
+  throw new ConfigError(name, 'must be an IP address or a host name')
+}
+
+/** 127.0.0.0/8, ::1 and localhost: addresses that never leave the machine (or the pod). */
+export function isLoopback(hostname: string): boolean {
+  const host = hostname.replace(/^\[|\]$/g, '').toLowerCase()
+  return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'))
 }
 
 function apiKeys(value: string): string[] {
@@ -199,11 +298,24 @@ function apiKeys(value: string): string[] {
     .split(',')
     .map((key) => key.trim())
     .filter((key) => key.length > 0)
-  for (const key of keys) {
+  keys.forEach((key, i) => {
+    // Never quote a key: say which one, by its position.
     if (!/^[\x21-\x7e]+$/.test(key)) {
       throw new ConfigError('INBOUND_API_KEYS', 'must hold printable ASCII keys without spaces, separated by commas')
     }
-  }
+    if (key === PLACEHOLDER_KEY) {
+      throw new ConfigError(
+        'INBOUND_API_KEYS',
+        `holds the example's placeholder "${PLACEHOLDER_KEY}"; generate a key (openssl rand -hex 32)`,
+      )
+    }
+    if (key.length < MIN_CLIENT_KEY_LENGTH) {
+      throw new ConfigError(
+        'INBOUND_API_KEYS',
+        `key ${i + 1} has ${key.length} characters; each key needs at least ${MIN_CLIENT_KEY_LENGTH} (openssl rand -hex 32)`,
+      )
+    }
+  })
   return keys
 }
 
@@ -232,4 +344,20 @@ function isSetting(name: string): name is Setting {
 
 function isLogLevel(level: string): level is LogLevel {
   return (LOG_LEVELS as readonly string[]).includes(level)
+}
+
+/** The setting a misspelt variable most likely meant: the one sharing the longest prefix. */
+function closestSetting(name: string): string | undefined {
+  let best: string | undefined
+  let bestLength = 0
+  for (const setting of SETTINGS) {
+    let length = 0
+    while (length < name.length && name[length] === setting[length]) length++
+    if (length > bestLength) {
+      best = setting
+      bestLength = length
+    }
+  }
+  // More than the shared prefix alone ("UPSTREAM_") must match.
+  return best !== undefined && bestLength > name.indexOf('_') + 1 ? best : undefined
 }

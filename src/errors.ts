@@ -10,6 +10,7 @@ export type ProblemCode =
   | 'not-found'
   | 'method-not-allowed'
   | 'unauthorized'
+  | 'forbidden'
   | 'overloaded'
   | 'token-unavailable'
   | 'upstream-unauthorized'

@@ -1,27 +1,64 @@
 // The process: read the settings, build the proxy, listen, and stop gracefully on SIGTERM,
-// SIGINT or POST /quitquitquit. A configuration problem exits 78 (EX_CONFIG) with one line.
+// SIGINT or POST /quitquitquit. A configuration problem exits 78 (EX_CONFIG) with one line; a
+// port that is taken or an address that does not resolve, 1, with one line too.
+import { lookup } from 'node:dns/promises'
 import { parseArgs } from 'node:util'
-import { buildApp, type ProxyApp } from './app.js'
-import { type Config, ConfigError, EX_CONFIG, loadConfig } from './config.js'
+import { buildApp, ListenError, type ProxyApp } from './app.js'
+import { type Config, ConfigError, describeSettings, EX_CONFIG, listenFailure, loadConfig } from './config.js'
 import { TokenSigner } from './credentials/token-cache.js'
+import { VERSION } from './version.js'
 
-const USAGE = 'usage: node dist/main.js [--config settings.yaml] [--check-config]'
+const EX_USAGE = 64
+const USAGE = 'usage: node dist/main.js [--config settings.yaml] [--check-config] [--help] [--version]'
+
+function help(): string {
+  return [
+    `vonage-media-proxy ${VERSION}: serves Vonage media files to internal services, holding the`,
+    "Vonage application's private key and injecting a short-lived JWT into each download.",
+    '',
+    USAGE,
+    '  --config FILE    also read settings from a YAML file (the environment wins over it)',
+    '  --check-config   check the settings and the key, sign one token, and exit: 0, or 78',
+    '  -h, --help       this text',
+    '  -v, --version    the version',
+    '',
+    'Settings, from the environment (default in brackets):',
+    ...describeSettings().map((line) => `  ${line}`),
+    '',
+  ].join('\n')
+}
 
 async function main(): Promise<void> {
-  let args: { config?: string; 'check-config'?: boolean }
+  let args: { config?: string; 'check-config'?: boolean; help?: boolean; version?: boolean }
   try {
     args = parseArgs({
-      options: { config: { type: 'string' }, 'check-config': { type: 'boolean' } },
+      options: {
+        config: { type: 'string' },
+        'check-config': { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
+      },
       strict: true,
     }).values
   } catch (err) {
     process.stderr.write(`${(err as Error).message}\n${USAGE}\n`)
-    process.exit(64)
+    process.exit(EX_USAGE)
+  }
+  if (args.help) {
+    process.stdout.write(help())
+    return
+  }
+  if (args.version) {
+    process.stdout.write(`${VERSION}\n`)
+    return
   }
 
   let config: Config
   try {
-    config = loadConfig({ configFile: args.config })
+    config = loadConfig({
+      configFile: args.config,
+      onWarning: (message) => process.stderr.write(`warning: ${message}\n`),
+    })
   } catch (err) {
     if (err instanceof ConfigError) exitWithConfigError(err.message)
     throw err
@@ -36,6 +73,16 @@ async function main(): Promise<void> {
     exitWithConfigError(`${setting} cannot sign an RS256 token`)
   }
   if (args['check-config']) {
+    // Listening is not tried (the ports may be in use by the running proxy), but the addresses
+    // must resolve, as they will have to at start-up.
+    for (const [host, port, admin] of [
+      [config.host, config.port, false],
+      [config.adminHost, config.adminPort, true],
+    ] as const) {
+      await lookup(host).catch((err: NodeJS.ErrnoException) =>
+        exitWithConfigError(listenFailure(err, host, port, admin)),
+      )
+    }
     process.stdout.write('configuration ok: settings valid, key loaded, token signed\n')
     return
   }
@@ -70,8 +117,18 @@ async function main(): Promise<void> {
   app = await buildApp(config, { onShutdownRequest: () => stop('quitquitquit') })
   // Whatever ends the process (a crash included), the batched log lines are written first.
   process.on('exit', () => app?.flushLogs())
-  const { mediaUrl, adminUrl } = await app.listen()
-  app.logger.info({ mediaUrl, adminUrl, upstream: config.upstreamBaseUrl.origin }, 'vonage-media-proxy listening')
+  let urls: { mediaUrl: string; adminUrl: string }
+  try {
+    urls = await app.listen()
+  } catch (err) {
+    if (!(err instanceof ListenError)) throw err
+    process.stderr.write(`error: ${err.message}\n`)
+    process.exit(1)
+  }
+  app.logger.info(
+    { version: VERSION, ...urls, upstream: config.upstreamBaseUrl.origin },
+    'vonage-media-proxy listening',
+  )
   app.flushLogs()
 }
 

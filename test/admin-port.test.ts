@@ -124,3 +124,22 @@ test('POST /quitquitquit answers 202, then calls the shutdown hook', async (t) =
   assert.equal((await call(`${proxy.adminUrl}/quitquitquit`)).status, 404, 'GET does not shut down')
   assert.equal(shutdownRequests, 1)
 })
+
+test('POST /quitquitquit from an address that is not loopback gets 403 and stops nothing', async (t) => {
+  const emulator = await startEmulator(t)
+  let shutdownRequests = 0
+  const proxy = await startProxy(t, emulator.url, {}, { onShutdownRequest: () => shutdownRequests++ })
+  // The admin port listens beyond the pod (ADMIN_HOST=0.0.0.0); a peer elsewhere is simulated,
+  // since a test may only connect to loopback.
+  for (const remoteAddress of ['10.1.2.3', '::ffff:10.1.2.3', '2001:db8::1']) {
+    const res = await proxy.app.admin.inject({ method: 'POST', url: '/quitquitquit', remoteAddress })
+    assert.equal(res.statusCode, 403, remoteAddress)
+    assert.equal(res.headers['content-type'], 'application/problem+json')
+    assert.equal((JSON.parse(res.body) as { status: number }).status, 403)
+  }
+  for (const remoteAddress of ['127.0.0.1', '::1', '::ffff:127.0.0.1']) {
+    const res = await proxy.app.admin.inject({ method: 'POST', url: '/quitquitquit', remoteAddress })
+    assert.equal(res.statusCode, 202, remoteAddress)
+  }
+  await waitFor(() => shutdownRequests === 3, 'the three loopback requests to ask for shutdown')
+})

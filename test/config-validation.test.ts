@@ -85,11 +85,13 @@ test('invalid settings stop the process with exit 78 and one line naming the set
   const pkcs8File = join(dir, 'pkcs8.pem')
   const unknownKeyFile = join(dir, 'unknown-key.yaml')
   const validFile = join(dir, 'valid.yaml')
+  const badYamlFile = join(dir, 'bad.yaml')
   await Promise.all([
     writeFile(ecFile, ecPem),
     writeFile(pkcs8File, keys.pkcs8),
     writeFile(unknownKeyFile, 'LOG_LEVEL: info\nupstream_base_ur: https://api-eu.nexmo.com\n'),
     writeFile(validFile, 'LOG_LEVEL: debug\nJWT_TTL_SECONDS: 120\n'),
+    writeFile(badYamlFile, 'LOG_LEVEL: info\nJWT_TTL_SECONDS: [120\n'),
   ])
 
   const cases: {
@@ -139,7 +141,7 @@ test('invalid settings stop the process with exit 78 and one line naming the set
       name: 'EC key from a file',
       env: { ...without(VALID, 'VONAGE_PRIVATE_KEY'), VONAGE_PRIVATE_KEY_PATH: ecFile },
       settings: ['VONAGE_PRIVATE_KEY_PATH'],
-      says: /RSA/,
+      says: /is an EC key; .*RSA/,
     },
     {
       name: '1024-bit RSA key, at start-up and with --check-config alike',
@@ -166,6 +168,59 @@ test('invalid settings stop the process with exit 78 and one line naming the set
       env: { ...VALID, UPSTREAM_BASE_URL: 'ftp://api-us.nexmo.com' },
       settings: ['UPSTREAM_BASE_URL'],
       says: /https/,
+    },
+    {
+      name: 'http upstream that is not loopback: the token would travel in clear',
+      env: { ...VALID, UPSTREAM_BASE_URL: 'http://api-us.nexmo.com' },
+      settings: ['UPSTREAM_BASE_URL'],
+      says: /https.*clear.*https:\/\/api-us\.nexmo\.com/,
+      checkConfigToo: true,
+    },
+    {
+      name: 'upstream base URL ending in /v3/media',
+      env: { ...VALID, UPSTREAM_BASE_URL: 'https://api-us.nexmo.com/v3/media' },
+      settings: ['UPSTREAM_BASE_URL'],
+      says: /\/v3\/media.*write https:\/\/api-us\.nexmo\.com\)/,
+      checkConfigToo: true,
+    },
+    {
+      name: 'upstream base URL ending in /v1/files/',
+      env: { ...VALID, UPSTREAM_BASE_URL: 'https://gateway.example/vonage/v1/files/' },
+      settings: ['UPSTREAM_BASE_URL'],
+      says: /\/v1\/files.*write https:\/\/gateway\.example\/vonage\)/,
+    },
+    {
+      name: 'a client key shorter than 16 characters',
+      env: { ...VALID, INBOUND_API_KEYS: 'a-long-enough-client-key-1,short-key-2' },
+      settings: ['INBOUND_API_KEYS'],
+      says: /key 2 .*at least 16/,
+      secrets: ['short-key-2', 'a-long-enough-client-key-1'],
+    },
+    {
+      name: "the example file's placeholder client key",
+      env: { ...VALID, INBOUND_API_KEYS: 'replace-me-with-a-long-random-key' },
+      settings: ['INBOUND_API_KEYS'],
+      says: /placeholder/,
+    },
+    {
+      name: 'a missing --config file names the flag',
+      env: VALID,
+      args: ['--config', join(dir, 'missing.yaml')],
+      settings: ['--config'],
+      says: /cannot be read \(ENOENT/,
+    },
+    {
+      name: 'invalid YAML says where',
+      env: VALID,
+      args: ['--config', badYamlFile],
+      settings: ['--config'],
+      says: /not valid YAML at line \d+, column \d+/,
+    },
+    {
+      name: 'ADMIN_HOST not an address',
+      env: { ...VALID, ADMIN_HOST: 'not a host!' },
+      settings: ['ADMIN_HOST'],
+      says: /address/,
     },
     { name: 'PORT out of range', env: { ...VALID, PORT: '70000' }, settings: ['PORT'], says: /65535/ },
     { name: 'PORT not a number', env: { ...VALID, PORT: 'abc' }, settings: ['PORT'], says: /number/ },

@@ -266,7 +266,7 @@ test('every response carries X-Request-Id, and problem bodies name the same id',
   const emulator = await startEmulator(t)
   emulator.media.addSynthetic(MEDIA_ID, 16)
   const proxy = await startProxy(t, emulator.url)
-  const keyed = await startProxy(t, emulator.url, { INBOUND_API_KEYS: 'the-right-key' })
+  const keyed = await startProxy(t, emulator.url, { INBOUND_API_KEYS: 'the-right-client-key-0123' })
 
   const cases: [string, string, string, number][] = [
     ['200', proxy.mediaUrl, `GET /media/${MEDIA_ID}`, 200],

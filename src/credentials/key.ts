@@ -24,7 +24,9 @@ export function parsePrivateKey(pem: string): KeyObject {
     throw new KeyError('could not be parsed as a PEM private key (PKCS#8 or PKCS#1)')
   }
   if (key.asymmetricKeyType !== 'rsa') {
-    throw new KeyError(`is a ${key.asymmetricKeyType ?? 'non-RSA'} key; Vonage needs an RSA key (RS256)`)
+    const type = key.asymmetricKeyType?.toUpperCase()
+    const named = type === undefined ? 'a non-RSA key' : `${/^[AEFHILMNORSX]/.test(type) ? 'an' : 'a'} ${type} key`
+    throw new KeyError(`is ${named}; Vonage needs an RSA key (RS256)`)
   }
   const bits = key.asymmetricKeyDetails?.modulusLength ?? 0
   if (bits < MIN_RSA_BITS) {

@@ -3,6 +3,7 @@
 // port drains: /readyz must say 503 then, and /metrics stays up.
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
+import { isLoopback } from '../config.js'
 import type { TokenCache } from '../credentials/token-cache.js'
 import { errors, ProxyError, sendProblem } from '../errors.js'
 import { prepareServer, refuseEarly, serverOptions } from '../http-servers.js'
@@ -40,7 +41,14 @@ export async function createAdminServer(options: AdminServerOptions): Promise<Fa
     return reply.type('text/plain').send('ready\n')
   })
 
-  app.post('/quitquitquit', async (_request, reply) => {
+  app.post('/quitquitquit', async (request, reply) => {
+    // The admin port listens beyond the pod for probes and scrapes; only the pod may stop it.
+    if (!isLoopback(request.socket.remoteAddress?.replace(/^::ffff:/, '') ?? '')) {
+      return sendProblem(
+        reply,
+        new ProxyError('forbidden', 403, 'Forbidden', '/quitquitquit is only accepted from a loopback address.'),
+      )
+    }
     reply.raw.once('finish', requestShutdown)
     return reply.code(202).type('text/plain').send('shutting down\n')
   })
