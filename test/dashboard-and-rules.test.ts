@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { type TestContext, test } from 'node:test'
 import { request } from 'undici'
-import { parse as parseYaml } from 'yaml'
+import { parseAllDocuments, parse as parseYaml } from 'yaml'
 import { startEmulator, startProxy } from './helpers.js'
 
 const ROOT = new URL('../', import.meta.url)
@@ -12,6 +12,7 @@ const DASHBOARD = new URL('deploy/grafana/vonage-media-proxy.json', ROOT)
 const ALERTS = new URL('deploy/prometheus/alerts.yml', ROOT)
 const ALERT_TESTS = new URL('deploy/prometheus/alerts.test.yml', ROOT)
 const PROMETHEUS_CONFIG = new URL('deploy/prometheus/prometheus.yml', ROOT)
+const KUBERNETES_EXAMPLE = new URL('deploy/kubernetes/deployment.yaml', ROOT)
 
 /** Series Prometheus makes up itself for every scrape target; never in /metrics. */
 const SYNTHETIC_SERIES = new Set(['up'])
@@ -71,7 +72,7 @@ interface Dashboard {
   title: string
   uid: string
   panels: Panel[]
-  templating: { list: Array<{ name: string; type: string; query: unknown }> }
+  templating: { list: Array<{ name: string; type: string; query: unknown; includeAll?: boolean; allValue?: string }> }
 }
 
 interface AlertRule {
@@ -241,6 +242,97 @@ test('every alert has a severity, a summary, a description and a runbook, and un
       own.some((testCase) => (testCase.exp_alerts ?? []).length === 0),
       `alerts.test.yml expects ${name} to stay silent`,
     )
+  }
+})
+
+/** Label matchers of an expression's selectors, as [metric, label, operator, value]. */
+function matchers(expr: string): Array<[string, string, string, string]> {
+  const found: Array<[string, string, string, string]> = []
+  for (const [, metric = '', body = ''] of expr.matchAll(/([a-zA-Z_:][a-zA-Z0-9_:]*)?\{([^}]*)\}/g)) {
+    for (const [, label = '', op = '', value = ''] of body.matchAll(/(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"/g)) {
+      found.push([metric, label, op, value])
+    }
+  }
+  return found
+}
+
+test('the alerts recognise a proxy in both scrape styles: the static job and annotated Kubernetes pods', () => {
+  const rules = loadAlertRules()
+  // The job is vonage-media-proxy in prometheus.yml but usually kubernetes-pods for annotated pods.
+  for (const rule of rules) {
+    assert.ok(
+      !matchers(rule.expr).some(([, label]) => label === 'job'),
+      `${rule.alert}: selects by job, which differs between scrape styles: ${rule.expr}`,
+    )
+  }
+  // A target that is down exports nothing but `up`: those rules need a label both styles set.
+  const upRules = rules.filter((rule) => metricNames(rule.expr).includes('up'))
+  assert.ok(upRules.length >= 2, 'MediaProxyDown and MediaProxyTargetMissing look at up')
+  const upMatchers = upRules.map((rule) => {
+    const own = matchers(rule.expr).filter(([metric, , op]) => metric === 'up' && op === '=')
+    assert.equal(own.length, 1, `${rule.alert}: up is selected by one target label: ${rule.expr}`)
+    return own[0] as [string, string, string, string]
+  })
+  const [, label, , value] = upMatchers[0] as [string, string, string, string]
+  for (const [, otherLabel, , otherValue] of upMatchers) assert.deepEqual([otherLabel, otherValue], [label, value])
+
+  // prometheus.yml's static job adds it to its targets...
+  const config = parseYaml(readFileSync(PROMETHEUS_CONFIG, 'utf8')) as {
+    scrape_configs: Array<{ job_name: string; static_configs?: Array<{ labels?: Record<string, string> }> }>
+  }
+  const staticJob = config.scrape_configs.find((scrape) => scrape.job_name === 'vonage-media-proxy')
+  assert.ok(staticJob?.static_configs?.length, 'prometheus.yml has a static vonage-media-proxy job')
+  for (const group of staticJob.static_configs) {
+    assert.equal(group.labels?.[label], value, `prometheus.yml's targets carry ${label}="${value}"`)
+  }
+  // ...and the Kubernetes example's pods carry it as a pod label, which the usual kubernetes-pods
+  // job copies to the target (labelmap of __meta_kubernetes_pod_label_(.+), which sanitises the name).
+  const deployment = parseAllDocuments(readFileSync(KUBERNETES_EXAMPLE, 'utf8'))
+    .map(
+      (doc) =>
+        doc.toJS() as { kind?: string; spec?: { template?: { metadata?: { labels?: Record<string, string> } } } },
+    )
+    .find((doc) => doc.kind === 'Deployment')
+  const podLabels = deployment?.spec?.template?.metadata?.labels ?? {}
+  const mapped = Object.entries(podLabels).find(([key]) => key.replace(/[^a-zA-Z0-9_]/g, '_') === label)
+  assert.ok(mapped, `deployment.yaml's pod template has a label that labelmap turns into ${label}`)
+  assert.equal(String(mapped[1]), value, `pod label ${mapped[0]}: "${value}"`)
+
+  // alerts.test.yml exercises both styles.
+  const unitTests = readFileSync(ALERT_TESTS, 'utf8')
+  for (const job of ['vonage-media-proxy', 'kubernetes-pods']) {
+    assert.ok(unitTests.includes(`job="${job}"`), `alerts.test.yml has series of job ${job}`)
+  }
+})
+
+test('the dashboard shows proxies only, whatever the job: All stands for the proxies, not every target', () => {
+  const dashboard = loadDashboard()
+  const instance = dashboard.templating.list.find((variable) => variable.name === 'instance')
+  assert.ok(instance, 'an instance variable')
+  const query = typeof instance.query === 'string' ? instance.query : (instance.query as { query: string }).query
+  assert.match(query, /^label_values\(media_proxy_build_info\b/, 'instances are the targets exporting build info')
+  // A kubernetes-pods job scrapes every annotated pod: a catch-all All would bring in their
+  // process_* and nodejs_* series. Without allValue, Grafana sends All as the listed instances.
+  assert.ok(
+    !instance.includeAll || instance.allValue === undefined || instance.allValue === '',
+    `instance's All is ${instance.allValue}, not the proxies`,
+  )
+  const job = dashboard.templating.list.find((variable) => variable.name === 'job')
+  const jobQuery = typeof job?.query === 'string' ? job.query : (job?.query as { query: string } | undefined)?.query
+  assert.match(jobQuery ?? '', /^label_values\(media_proxy_build_info\b/, 'jobs are those of the proxies')
+
+  for (const expr of dashboardExpressions(dashboard)) {
+    for (const [, label, , value] of matchers(expr)) {
+      if (label === 'job') assert.equal(value, '$job', `no job is hard-coded: ${expr}`)
+    }
+    for (const name of metricNames(expr)) {
+      if (name.startsWith('media_proxy_')) continue
+      const own = matchers(expr).filter(([metric]) => metric === name)
+      assert.ok(
+        own.some(([, label, op, value]) => label === 'instance' && op === '=~' && value === '$instance'),
+        `${name} is not only the proxies' unless restricted to $instance: ${expr}`,
+      )
+    }
   }
 })
 

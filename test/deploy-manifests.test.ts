@@ -1,6 +1,9 @@
 // The shipped container and deployment files, checked without Docker or a cluster: the
 // Dockerfile, .dockerignore, docker-compose.yml and deploy/kubernetes/ are parsed and held to
 // the contract (ports, probes, non-root numeric user, pinned images, keys mounted not baked).
+// The media port listens on loopback in every example (HOST=127.0.0.1: only the containers that
+// share the proxy's network namespace reach it), the admin port on every interface
+// (ADMIN_HOST=0.0.0.0: probes and Prometheus).
 import assert from 'node:assert/strict'
 import { createPrivateKey } from 'node:crypto'
 import { readFileSync } from 'node:fs'
@@ -14,9 +17,16 @@ const read = (path: string) => readFileSync(new URL(path, ROOT), 'utf8')
 const MEDIA_PORT = 8080
 const ADMIN_PORT = 8081
 const KEY_SECRET_PATH = '/run/secrets/vonage_private_key'
-const DEFAULT_SHUTDOWN_GRACE_MS = Number(
-  (parse(read('config/default.yaml')) as Record<string, unknown>).SHUTDOWN_GRACE_MS,
-)
+const DEFAULTS = parse(read('config/default.yaml')) as Record<string, unknown>
+const DEFAULT_SHUTDOWN_GRACE_MS = Number(DEFAULTS.SHUTDOWN_GRACE_MS)
+const DEFAULT_MAX_IN_FLIGHT_REQUESTS = Number(DEFAULTS.MAX_IN_FLIGHT_REQUESTS)
+/** The listen address of the admin port wherever probes or Prometheus come from outside. */
+const ALL_INTERFACES = '0.0.0.0'
+
+/** Addresses that never leave the machine, or the pod. */
+function isLoopback(host: unknown): boolean {
+  return typeof host === 'string' && (host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host))
+}
 
 type Json = Record<string, unknown>
 
@@ -142,7 +152,8 @@ test('Dockerfile: pinned multi-stage build, production dependencies only, non-ro
   assert.ok(exposed.includes(String(MEDIA_PORT)) && exposed.includes(String(ADMIN_PORT)), `EXPOSE ${exposed}`)
 
   const env = envOfStage(runtime)
-  assert.equal(env.HOST, '0.0.0.0', 'the container must listen on all interfaces')
+  assert.ok(isLoopback(env.HOST), `HOST=${env.HOST}: the media port stays on the container's loopback`)
+  assert.equal(env.ADMIN_HOST, ALL_INTERFACES, 'the admin port listens on all interfaces, for probes and Prometheus')
   // glibc must keep the heap that garbage collections free in bursts, or large downloads cost
   // up to 1.5x the CPU in some processes (measured; README, Performance).
   assert.ok(
@@ -261,7 +272,8 @@ function assertHardenedProxy(name: string, service: Service): void {
   const env = environment(service)
   assert.equal(service.read_only, true, `${name} must have a read-only root filesystem`)
   assertNumericNonRootUser(service.user, name)
-  assert.equal(env.HOST, '0.0.0.0', `${name} must listen beyond loopback so Prometheus can scrape it`)
+  assert.ok(isLoopback(env.HOST), `${name}: HOST=${env.HOST}, but the media port is for its namespace only`)
+  assert.equal(env.ADMIN_HOST, ALL_INTERFACES, `${name}: the admin port must listen beyond loopback for Prometheus`)
   assert.ok([undefined, String(MEDIA_PORT)].includes(env.PORT ?? undefined), `${name}: clients call localhost:8080`)
   assert.ok([undefined, String(ADMIN_PORT)].includes(env.ADMIN_PORT ?? undefined), `${name}: admin port is 8081`)
   assert.equal(env.VONAGE_PRIVATE_KEY, undefined, `${name} must read the key from a mounted file, not the environment`)
@@ -274,12 +286,86 @@ function assertHardenedProxy(name: string, service: Service): void {
 }
 
 function assertSidecarClient(profile: string, proxyName: string): void {
-  const clients = servicesOf(profile).filter(([, s]) => s.network_mode === `service:${proxyName}`)
+  // The demo's emulator joins the namespace too, as the upstream; the client is the other one.
+  const clients = servicesOf(profile).filter(
+    ([, s]) => s.network_mode === `service:${proxyName}` && !JSON.stringify(s.command ?? '').includes('emulator'),
+  )
   assert.equal(clients.length, 1, `${profile}: one client shares ${proxyName}'s network namespace`)
   const [clientName, client] = clients[0] as [string, Service]
   assert.ok(client.depends_on !== undefined && proxyName in (client.depends_on as Json), `${clientName} waits for it`)
   assert.equal(client.ports, undefined, `${clientName}: ports belong to the namespace owner, ${proxyName}`)
 }
+
+interface Published {
+  hostIp: string | undefined
+  target: number
+}
+
+/** A service's published ports, from the short ("[ip:]host:container[/proto]") or the long syntax. */
+function publishedPorts(service: Service): Published[] {
+  return ((service.ports as (string | number | Json)[] | undefined) ?? []).map((entry) => {
+    if (typeof entry === 'object') {
+      return { hostIp: entry.host_ip as string | undefined, target: Number(entry.target) }
+    }
+    const spec = String(entry).replace(/\/\w+$/, '')
+    const bracketed = /^\[([^\]]+)\]:(.*)$/.exec(spec)
+    const parts = spec.split(':')
+    const [hostIp, rest] = bracketed
+      ? [bracketed[1], bracketed[2] as string]
+      : parts.length === 3
+        ? [parts[0], parts.slice(1).join(':')]
+        : [undefined, spec]
+    const target = /^(?:[\d-]*:)?(\d+)$/.exec(rest)?.[1]
+    assert.ok(target, `port ${spec} is not in a form this test reads`)
+    return { hostIp, target: Number(target) }
+  })
+}
+
+test('publishedPorts reads the compose port forms', () => {
+  const ports = (list: unknown[]) => publishedPorts({ ports: list } as Service)
+  assert.deepEqual(ports(['8080']), [{ hostIp: undefined, target: 8080 }])
+  assert.deepEqual(ports(['8080:8080', 9090]), [
+    { hostIp: undefined, target: 8080 },
+    { hostIp: undefined, target: 9090 },
+  ])
+  assert.deepEqual(ports(['127.0.0.1:18080:8080/tcp', '[::1]:8081:8081']), [
+    { hostIp: '127.0.0.1', target: 8080 },
+    { hostIp: '::1', target: 8081 },
+  ])
+  assert.deepEqual(ports([{ target: 8080, published: '8080', host_ip: '0.0.0.0' }]), [
+    { hostIp: '0.0.0.0', target: 8080 },
+  ])
+})
+
+test("docker-compose.yml: only the proxy's own network namespace reaches its media port", () => {
+  for (const profile of ['vonage', 'demo']) {
+    const [[proxyName, proxy]] = proxiesOf(profile) as [[string, Service]]
+    const aliases = ((proxy.networks as Json | undefined)?.default as { aliases?: string[] } | undefined)?.aliases
+    const proxyHosts = [proxyName, ...(aliases ?? [])]
+    for (const [name, service] of servicesOf(profile)) {
+      for (const { hostIp, target } of publishedPorts(service)) {
+        assert.ok(isLoopback(hostIp), `${profile}: ${name} publishes ${target} beyond the host's loopback`)
+      }
+      if (name === proxyName || service.network_mode === `service:${proxyName}`) {
+        // HOST is the container's loopback: Docker forwards a published port to the container's
+        // own address, where nothing listens. Whoever needs media joins the namespace instead.
+        assert.ok(
+          publishedPorts(service).every(({ target }) => target !== MEDIA_PORT),
+          `${profile}: ${name} publishes the media port, which listens on the container's loopback only`,
+        )
+        continue
+      }
+      // Any other container reaches the proxy over the network, where only the admin port listens.
+      const text = JSON.stringify(service)
+      for (const host of proxyHosts) {
+        assert.ok(
+          !text.includes(`${host}:${MEDIA_PORT}`),
+          `${profile}: ${name} calls ${host}:${MEDIA_PORT}, unreachable; share ${proxyName}'s network namespace`,
+        )
+      }
+    }
+  }
+})
 
 test('docker-compose.yml: the proxy as a hardened sidecar with the key as a compose secret', () => {
   for (const [name, service] of Object.entries(compose.services)) assertPinned(service.image, `service ${name}`)
@@ -355,8 +441,10 @@ test('docker-compose.yml: the demo profile swaps Vonage for the emulator and nee
   assertNumericNonRootUser(emulator.user, emulatorName)
   const emulatorEnv = environment(emulator)
   const proxyEnv = environment(proxy)
-  assert.equal(emulatorEnv.EMULATOR_HOST, '0.0.0.0')
-  assert.equal(proxyEnv.UPSTREAM_BASE_URL, `http://${emulatorName}:${emulatorEnv.EMULATOR_PORT}`)
+  // The token goes over http only to loopback: the emulator joins the proxy's network namespace.
+  assert.equal(emulator.network_mode, `service:${proxyName}`)
+  assert.equal(emulatorEnv.EMULATOR_HOST, '127.0.0.1')
+  assert.equal(proxyEnv.UPSTREAM_BASE_URL, `http://127.0.0.1:${emulatorEnv.EMULATOR_PORT}`)
   assert.equal(proxyEnv.VONAGE_APPLICATION_ID, emulatorEnv.EMULATOR_APPLICATION_ID)
   assert.match(proxyEnv.VONAGE_APPLICATION_ID ?? '', /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i)
 
@@ -437,15 +525,10 @@ test('Kubernetes: the proxy is a native sidecar probed on the admin port', () =>
     assert.equal((spec.httpGet as Json).path, path, `${probe} path`)
     assert.equal(probePort(spec), ADMIN_PORT, `${probe} port`)
   }
-  assert.deepEqual(
-    sidecar.ports?.map((p) => p.containerPort).sort(),
-    [MEDIA_PORT, ADMIN_PORT],
-    'both ports are declared',
+  assert.ok(
+    sidecar.ports?.some((p) => p.containerPort === ADMIN_PORT),
+    'the admin port is declared (the probes name it)',
   )
-  const resources = sidecar.resources as { requests?: Json; limits?: Json } | undefined
-  for (const kind of ['requests', 'limits'] as const) {
-    assert.ok(resources?.[kind]?.cpu && resources[kind].memory, `resources.${kind} has cpu and memory`)
-  }
 
   const annotations = (template.metadata as Json).annotations as Record<string, string>
   assert.equal(annotations['prometheus.io/scrape'], 'true')
@@ -455,6 +538,108 @@ test('Kubernetes: the proxy is a native sidecar probed on the admin port', () =>
   const graceSeconds = podSpec.terminationGracePeriodSeconds as number
   const shutdownMs = shutdownGraceMs({ SHUTDOWN_GRACE_MS: sidecarEnv.SHUTDOWN_GRACE_MS?.value })
   assert.ok(graceSeconds * 1000 > shutdownMs, `terminationGracePeriodSeconds ${graceSeconds} > SHUTDOWN_GRACE_MS`)
+})
+
+test('Kubernetes: the media port stays inside the pod, the admin port is open to probes and Prometheus', () => {
+  assert.ok(
+    isLoopback(sidecarEnv.HOST?.value),
+    `HOST=${sidecarEnv.HOST?.value}: the app container calls localhost:8080`,
+  )
+  assert.equal(sidecarEnv.ADMIN_HOST?.value, ALL_INTERFACES, 'the kubelet and Prometheus reach the admin port')
+  // Declared ports are informational, but a declared 8080 would invite a Service or a hostPort
+  // to point at an address where nothing listens: none is declared, on any container.
+  for (const c of [...(podSpec.initContainers ?? []), ...podSpec.containers]) {
+    for (const port of (c.ports ?? []) as (Json & { containerPort: number })[]) {
+      assert.notEqual(port.containerPort, MEDIA_PORT, `${c.name} declares the media port`)
+      assert.equal(port.hostPort, undefined, `${c.name}: no hostPort (${port.containerPort})`)
+    }
+  }
+  for (const path of ['deploy/kubernetes/deployment.yaml', 'deploy/kubernetes/secret.example.yaml']) {
+    for (const doc of loadDocuments(path).filter((d) => d.kind === 'Service' || d.kind === 'Ingress')) {
+      const text = JSON.stringify(doc)
+      const media = new RegExp(`"(targetPort|port|number)":(${MEDIA_PORT}(?!\\d)|"media")`)
+      assert.doesNotMatch(text, media, `${path}: a ${doc.kind} exposes the media port`)
+    }
+  }
+  assert.notEqual(podSpec.hostNetwork, true, "no hostNetwork: the pod's loopback must be its own")
+})
+
+/** Kubernetes quantities: 100m, "1", 192Mi, 1Gi, 500M. */
+function quantity(value: unknown): number {
+  const match = /^(\d+(?:\.\d+)?)(m|k|M|G|Ki|Mi|Gi)?$/.exec(String(value))
+  assert.ok(match, `quantity ${String(value)}`)
+  const unit = { '': 1, m: 1e-3, k: 1e3, M: 1e6, G: 1e9, Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3 }[match[2] ?? '']
+  return Number(match[1]) * (unit as number)
+}
+
+const MiB = 1024 ** 2
+const KiB = 1024
+
+/** The latest column of docs/performance.md's sizing table: its date, and each row's figure. */
+function latestSizing(): { date: string; figures: Record<string, string> } {
+  const doc = read('docs/performance.md')
+  const section = /^## Sizing\n([\s\S]*?)(?=^## |(?![\s\S]))/m.exec(doc)?.[1] ?? ''
+  const rows = section
+    .split('\n')
+    .filter((line) => line.startsWith('|') && !/^\|[\s|:-]+\|$/.test(line))
+    .map((line) =>
+      line
+        .slice(1, -1)
+        .split('|')
+        .map((cell) => cell.trim()),
+    )
+  const [header, ...body] = rows
+  const date = /\d{4}-\d{2}-\d{2}/.exec(header?.at(-1) ?? '')?.[0]
+  assert.ok(date && body.length >= 4, 'docs/performance.md has a Sizing table whose last column is dated')
+  return { date, figures: Object.fromEntries(body.map((cells) => [cells[0] as string, cells.at(-1) as string])) }
+}
+
+/** The comment lines right above the proxy's `resources:`, joined. */
+function resourcesComment(): string {
+  const lines = read('deploy/kubernetes/deployment.yaml').split('\n')
+  const at = lines.findIndex((line) => line.trim() === 'resources:')
+  const comment: string[] = []
+  for (let i = at - 1; i >= 0 && lines[i]?.trim().startsWith('#'); i--) comment.unshift(lines[i]?.trim().slice(1) ?? '')
+  return comment.join(' ').replace(/\s+/g, ' ')
+}
+
+test('Kubernetes: the resources quote docs/performance.md and fit MAX_IN_FLIGHT_REQUESTS downloads', () => {
+  const resources = sidecar.resources as { requests?: Json; limits?: Json } | undefined
+  for (const kind of ['requests', 'limits'] as const) {
+    assert.ok(resources?.[kind]?.cpu && resources[kind].memory, `resources.${kind} has cpu and memory`)
+  }
+  const { date, figures } = latestSizing()
+  const comment = resourcesComment()
+  assert.match(comment, /docs\/performance\.md/, 'the comment names its one source')
+  assert.ok(comment.includes(date), `the comment dates its figures: ${date}`)
+  for (const [what, figure] of Object.entries(figures)) {
+    assert.ok(comment.includes(figure), `the comment quotes docs/performance.md's ${what}: ${figure}`)
+  }
+  const mib = (row: RegExp) => {
+    const entry = Object.entries(figures).find(([what]) => row.test(what))
+    return Number(/([\d.]+) MiB/.exec(entry?.[1] ?? '')?.[1])
+  }
+  const idle = mib(/^idle RSS/)
+  const slowClients = mib(/slow clients/)
+  assert.ok(idle > 0 && slowClients > 0, 'docs/performance.md gives idle and slow-client RSS in MiB')
+
+  const requests = resources?.requests as Json
+  const limits = resources?.limits as Json
+  const requested = quantity(requests.memory)
+  const limit = quantity(limits.memory)
+  assert.ok(requested >= slowClients * MiB, `requests.memory ${requests.memory} covers the ${slowClients} MiB measured`)
+  assert.ok(limit >= requested, 'limits.memory is at least requests.memory')
+  // About 140 MiB, plus 128 KiB of buffers per in-flight download in the process and about as
+  // much again of kernel socket buffers, which a cgroup v2 limit counts too; and never below the
+  // 273 MiB RSS the benchmark left behind (docs/performance.md).
+  const inFlight = Number(sidecarEnv.MAX_IN_FLIGHT_REQUESTS?.value ?? DEFAULT_MAX_IN_FLIGHT_REQUESTS)
+  const needed = Math.max(idle, 140) * MiB + inFlight * 256 * KiB
+  assert.ok(
+    limit >= needed && limit >= 273 * MiB,
+    `limits.memory ${limits.memory} < ${Math.round(needed / MiB)} MiB for MAX_IN_FLIGHT_REQUESTS ${inFlight}`,
+  )
+  assert.ok(quantity(limits.cpu) >= 1, 'the proxy may use its one core')
+  assert.ok(quantity(requests.cpu) <= quantity(limits.cpu))
 })
 
 test('Kubernetes: every container runs non-root, read-only, unprivileged', () => {
