@@ -1,11 +1,15 @@
 // `npm run demo` prints a curl line that really downloads the sample image through the proxy,
-// and Ctrl-C stops both servers and deletes the throwaway keys.
+// whatever settings the shell exports, and however it is stopped (Ctrl-C, a signal to npm
+// alone, npm killed, a failed start-up) it stops both servers and deletes the throwaway keys.
 import assert from 'node:assert/strict'
-import { execFile, spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { type ChildProcessByStdio, execFile, execFileSync, spawn } from 'node:child_process'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { test } from 'node:test'
+import type { Readable } from 'node:stream'
+import { type TestContext, test } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
 import { REPO_ROOT, waitFor } from './helpers.js'
 
@@ -47,4 +51,229 @@ test('the demo prints a working curl line, and Ctrl-C cleans up', { timeout: 60_
   demo.kill('SIGINT')
   assert.equal(await exited, 0)
   assert.equal(existsSync(keyDir), false, 'the throwaway keys are deleted')
+})
+
+// A terminal that closes sends SIGHUP; a supervisor that owns the node process, SIGTERM.
+for (const signal of ['SIGTERM', 'SIGHUP'] as const) {
+  test(`${signal} to the demo's node process stops it and deletes the keys`, { timeout: 60_000 }, async (t) => {
+    // Its own TMPDIR, removed after the test, so that a failure leaves no key behind.
+    const tmp = mkdtempSync(join(tmpdir(), 'demo-test-tmp-'))
+    t.after(() => rmSync(tmp, { recursive: true, force: true }))
+    const demo = spawn(process.execPath, ['--import', 'tsx', 'src/demo.ts'], {
+      cwd: REPO_ROOT,
+      env: { PATH: process.env.PATH ?? '', TMPDIR: tmp, PORT: '0', ADMIN_PORT: '0', LOG_LEVEL: 'warn' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    const exited = new Promise<number | null>((resolve) => demo.once('exit', (code) => resolve(code)))
+    t.after(async () => {
+      if (demo.exitCode === null && demo.signalCode === null) demo.kill('SIGKILL')
+      await exited
+    })
+    let out = ''
+    demo.stdout.on('data', (chunk) => {
+      out += chunk
+    })
+    demo.stderr.resume()
+    const { keyDir } = await demoReady(() => out)
+    demo.kill(signal)
+    assert.equal(await exited, 0)
+    assert.equal(existsSync(keyDir), false, 'the throwaway keys are deleted')
+  })
+}
+
+interface NpmDemo {
+  npm: ChildProcessByStdio<null, Readable, Readable>
+  /** stdout and stderr together, as a terminal shows them. */
+  output: () => string
+  exited: Promise<number | null>
+  /** The folder the demo's TMPDIR points at: its key folder is made in there. */
+  tmp: string
+}
+
+/**
+ * `npm run demo` as a user runs it (npm, then `sh -c`, then tsx, then node), with the project's
+ * node_modules/.bin first on PATH as in npm scripts, and exactly these other variables. npm
+ * leads a process group of its own, so that the test can find, and in the end kill, every
+ * process of the demo, orphans included.
+ */
+function startNpmDemo(t: TestContext, env: Record<string, string> = {}): NpmDemo {
+  const tmp = mkdtempSync(join(tmpdir(), 'demo-test-tmp-'))
+  const npm = spawn('npm', ['run', 'demo'], {
+    cwd: REPO_ROOT,
+    env: {
+      PATH: `${join(REPO_ROOT, 'node_modules', '.bin')}:${process.env.PATH ?? ''}`,
+      HOME: process.env.HOME ?? tmp,
+      TMPDIR: tmp,
+      npm_config_update_notifier: 'false',
+      PORT: '0',
+      ADMIN_PORT: '0',
+      LOG_LEVEL: 'warn',
+      ...env,
+    },
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const exited = new Promise<number | null>((resolve, reject) => {
+    npm.once('error', reject)
+    npm.once('exit', (code) => resolve(code))
+  })
+  t.after(async () => {
+    killGroup(npm.pid as number)
+    await exited
+    rmSync(tmp, { recursive: true, force: true })
+  })
+  let output = ''
+  npm.stdout.on('data', (chunk) => {
+    output += chunk
+  })
+  npm.stderr.on('data', (chunk) => {
+    output += chunk
+  })
+  return { npm, output: () => output, exited, tmp }
+}
+
+/** SIGKILL to every process still in the group (a demo left running by a failed test). */
+function killGroup(pgid: number): void {
+  try {
+    process.kill(-pgid, 'SIGKILL')
+  } catch {
+    // the group is empty
+  }
+}
+
+/** Processes of the group that are still running (zombies aside). */
+function groupMembers(pgid: number): string[] {
+  return execFileSync('ps', ['-A', '-o', 'pgid=,stat=,pid=,args='], { encoding: 'utf8' })
+    .split('\n')
+    .map((line) => line.trim().split(/\s+/))
+    .filter(([group, stat]) => Number(group) === pgid && !stat?.startsWith('Z'))
+    .map((fields) => fields.slice(2).join(' '))
+}
+
+/** Waits for the demo's curl line; returns it with the media URL and the key folder. */
+async function demoReady(output: () => string): Promise<{ curlLine: string; mediaUrl: string; keyDir: string }> {
+  const curlLine = await waitFor(
+    () =>
+      output()
+        .split('\n')
+        .find((line) => line.trim().startsWith('curl ')),
+    'the demo to print its curl line',
+    30_000,
+  )
+  const mediaUrl = /vonage-media-proxy:\s+(\S+)/.exec(output())?.[1]
+  const keyDir = /key in (\S+)\)/.exec(output())?.[1]
+  assert.ok(mediaUrl && keyDir && existsSync(keyDir), `the demo's banner names its URL and key folder:\n${output()}`)
+  return { curlLine: curlLine.trim(), mediaUrl, keyDir }
+}
+
+/** Runs the printed curl line in a fresh folder and checks that it downloaded the PNG. */
+async function downloadWithCurlLine(t: TestContext, curlLine: string): Promise<void> {
+  const work = mkdtempSync(join(tmpdir(), 'demo-test-'))
+  t.after(() => rmSync(work, { recursive: true, force: true }))
+  const { stdout } = await promisify(execFile)('sh', ['-c', curlLine], { cwd: work })
+  assert.match(stdout, /^200 image\/png \d+ bytes/)
+  assert.deepEqual(readFileSync(join(work, 'sample.png')).subarray(0, 8), PNG_SIGNATURE)
+}
+
+/** The demo's key folders in `tmp` (tsx and node keep their caches there too). */
+function keyFolders(tmp: string): string[] {
+  return readdirSync(tmp).filter((name) => name.startsWith('vonage-media-proxy-demo-'))
+}
+
+function connectionRefused(url: string): Promise<boolean> {
+  const { hostname, port } = new URL(url)
+  return new Promise((resolve) => {
+    const socket = connect(Number(port), hostname)
+    socket.once('connect', () => {
+      socket.destroy()
+      resolve(false)
+    })
+    socket.once('error', () => resolve(true))
+  })
+}
+
+/** After npm got `signal`: no process of the demo is left, its port is free, its keys are gone. */
+async function assertAllGone(demo: NpmDemo, mediaUrl: string, keyDir: string, signal: string): Promise<void> {
+  const pgid = demo.npm.pid as number
+  // Polled every 200 ms, not waitFor's 10: each look runs ps.
+  const deadline = Date.now() + 15_000
+  for (let left = groupMembers(pgid); left.length > 0; left = groupMembers(pgid)) {
+    if (Date.now() > deadline)
+      assert.fail(`processes of the demo still running 15 s after ${signal} to npm: ${left.join('; ')}`)
+    await sleep(200)
+  }
+  assert.equal(await connectionRefused(mediaUrl), true, 'the media port is free')
+  assert.equal(existsSync(keyDir), false, 'the throwaway keys are deleted')
+  assert.deepEqual(keyFolders(demo.tmp), [], 'no key folder is left in TMPDIR')
+}
+
+test('npm run demo ignores the settings the shell exports, says so, and its curl line works', {
+  timeout: 60_000,
+}, async (t) => {
+  const shellConfig = join(mkdtempSync(join(tmpdir(), 'demo-test-config-')), 'proxy.yaml')
+  t.after(() => rmSync(join(shellConfig, '..'), { recursive: true, force: true }))
+  writeFileSync(shellConfig, 'INBOUND_API_KEYS: another-long-key-0987654321\n')
+  const demo = startNpmDemo(t, {
+    INBOUND_API_KEYS: 'some-long-key-1234567890',
+    CONFIG_FILE: shellConfig,
+    UPSTREAM_BASE_URL: 'https://api-eu.vonage.com',
+  })
+  const { curlLine } = await demoReady(demo.output)
+  await downloadWithCurlLine(t, curlLine)
+
+  const notice = demo
+    .output()
+    .split('\n')
+    .filter((line) => line.includes('ignoring'))
+  assert.equal(notice.length, 1, `one line names the ignored variables:\n${demo.output()}`)
+  for (const name of ['INBOUND_API_KEYS', 'CONFIG_FILE', 'UPSTREAM_BASE_URL'])
+    assert.match(notice[0] ?? '', new RegExp(name))
+  assert.doesNotMatch(notice[0] ?? '', /some-long-key|another-long-key/, 'the notice never quotes a value')
+})
+
+// A supervisor, a CI job or `kill` stops npm alone, not its process group. npm passes SIGTERM
+// (and SIGINT) to `sh` only, and sh dies of SIGTERM; SIGHUP and SIGKILL end npm itself. Either
+// way tsx and the demo's node used to be left running, orphaned.
+for (const signal of ['SIGTERM', 'SIGHUP', 'SIGKILL'] as const) {
+  test(`${signal} to npm alone stops the whole demo and deletes its keys`, { timeout: 60_000 }, async (t) => {
+    const demo = startNpmDemo(t)
+    const { mediaUrl, keyDir } = await demoReady(demo.output)
+    process.kill(demo.npm.pid as number, signal)
+    await assertAllGone(demo, mediaUrl, keyDir, signal)
+  })
+}
+
+test('a demo that cannot start exits non-zero and deletes its keys', { timeout: 60_000 }, async (t) => {
+  const taken = createServer()
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
+  t.after(() => taken.close())
+  const takenPort = String((taken.address() as { port: number }).port)
+  const cases = [
+    { env: { PORT: takenPort }, code: 1, says: /EADDRINUSE|in use/ },
+    { env: { HOST: 'not a host!' }, code: 78, says: /config error: HOST/ },
+  ]
+  for (const { env, code, says } of cases) {
+    const tmp = mkdtempSync(join(tmpdir(), 'demo-test-tmp-'))
+    t.after(() => rmSync(tmp, { recursive: true, force: true }))
+    const demo = spawn(process.execPath, ['--import', 'tsx', 'src/demo.ts'], {
+      cwd: REPO_ROOT,
+      env: { PATH: process.env.PATH ?? '', TMPDIR: tmp, PORT: '0', ADMIN_PORT: '0', LOG_LEVEL: 'warn', ...env },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    })
+    const exited = new Promise<number | null>((resolve) => demo.once('exit', (exitCode) => resolve(exitCode)))
+    t.after(async () => {
+      if (demo.exitCode === null && demo.signalCode === null) demo.kill('SIGKILL')
+      await exited
+    })
+    let stderr = ''
+    demo.stderr.on('data', (chunk) => {
+      stderr += chunk
+    })
+    const timer = setTimeout(() => demo.kill('SIGKILL'), 30_000)
+    const exitCode = await exited
+    clearTimeout(timer)
+    assert.equal(exitCode, code, stderr)
+    assert.match(stderr, says)
+    assert.deepEqual(keyFolders(tmp), [], `the key folder is deleted (${JSON.stringify(env)})`)
+  }
 })
