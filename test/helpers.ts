@@ -2,6 +2,7 @@
 // (both closed by the test that started them), log capture, and bounded polling.
 import { type ChildProcessByStdio, spawn } from 'node:child_process'
 import { generateKeyPairSync, type KeyObject } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
 import {
   createServer as createHttpServer,
   type Server as HttpServer,
@@ -13,6 +14,8 @@ import {
 } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
 import { type AddressInfo, connect, createServer as createNetServer, type Socket } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { type Readable, Writable } from 'node:stream'
 import type { TestContext } from 'node:test'
 import { fileURLToPath } from 'node:url'
@@ -20,6 +23,7 @@ import { request as undiciRequest } from 'undici'
 import { type AppDeps, buildApp, type ProxyApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
 import { type RecordedRequest, VonageEmulator } from '../src/emulator/emulator.js'
+import { makeThrowawayCa, type ThrowawayCa } from '../src/emulator/throwaway-ca.js'
 
 /** The repository root: where src/main.ts is run from. */
 export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -392,4 +396,29 @@ export async function startRawUpstream(
     server.close()
   })
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+}
+
+/**
+ * The emulator over HTTPS, its certificate from a throwaway CA (`ca.caPem`, `ca.caPath`) naming
+ * `names` plus 127.0.0.1 and localhost. For each name in `narrowFor` it presents instead a
+ * certificate from the same CA that does not name it (only not-this-host.invalid): "a host on
+ * the list whose certificate does not name it". Emulator and CA files go after the test.
+ */
+export async function startTlsEmulator(
+  t: TestContext,
+  names: string[],
+  options: { narrowFor?: string[]; emulator?: Partial<ConstructorParameters<typeof VonageEmulator>[0]> } = {},
+): Promise<{ emulator: VonageEmulator; ca: ThrowawayCa }> {
+  const dir = mkdtempSync(join(tmpdir(), 'vmp-ca-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const narrowFor = options.narrowFor ?? []
+  const alsoSigned = narrowFor.length > 0 ? { names: ['not-this-host.invalid'] } : undefined
+  const ca = makeThrowawayCa(dir, names, alsoSigned ? { alsoSigned } : {})
+  const narrow = ca.alsoSigned && { cert: ca.alsoSigned.certPem, key: ca.alsoSigned.keyPem }
+  const sni = narrow ? Object.fromEntries(narrowFor.map((name) => [name, narrow])) : undefined
+  const emulator = await startEmulator(t, {
+    ...options.emulator,
+    tls: { cert: ca.certPem, key: ca.keyPem, ...(sni ? { sni } : {}) },
+  })
+  return { emulator, ca }
 }

@@ -1,16 +1,36 @@
 // A small fake of Vonage's Media API for the demo, the tests and the benchmark. It checks
 // every Bearer token as Vonage does, serves media with ranges and validators, records what it
 // received, and misbehaves on request (faults) so that failure handling can be tested.
+// Media at /v3/media/:id and Voice recordings at /v1/files/:id, each from its own store; over
+// plain http by default, or over TLS with a certificate (per SNI name if asked; see
+// throwaway-ca.ts), so a client can check it as it checks Vonage's hosts.
 import { createPublicKey, type KeyObject } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer, type ServerOptions as HttpsServerOptions } from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { createSecureContext, type SecureContext, type TLSSocket } from 'node:tls'
 import { UUID_SOURCE } from '../uuid.js'
 import { type MediaItem, MediaStore } from './media-store.js'
 import { type TokenCheck, verifyApplicationToken } from './verify-token.js'
 
 const MEDIA_PATH = new RegExp(`^/v3/media/(${UUID_SOURCE})$`, 'i')
+const FILES_PATH = new RegExp(`^/v1/files/(${UUID_SOURCE})$`, 'i')
+
+/** A certificate (chain) and its private key, PEM. */
+export interface TlsCredentials {
+  cert: string | Buffer
+  key: string | Buffer
+}
+
+export interface EmulatorTls extends TlsCredentials {
+  /**
+   * Per SNI name (case-insensitive, exact): present this certificate instead of the default,
+   * e.g. one that does not name that host. Other names, and clients sending none, get the default.
+   */
+  sni?: Record<string, TlsCredentials>
+}
 
 export interface EmulatorOptions {
   /** The application's public key (or the private key, whose public half is used). */
@@ -20,9 +40,11 @@ export interface EmulatorOptions {
   port?: number
   /** Seconds since the epoch, for token checks. */
   now?: () => number
+  /** Serve HTTPS with this certificate instead of plain http. */
+  tls?: EmulatorTls
 }
 
-/** One misbehaviour, used by the next media request that reaches the emulator. */
+/** One misbehaviour, used by the next media or recording request that reaches the emulator. */
 export interface Fault {
   /** Answer this status (503, 429, ...) with a problem+json body instead of the media. */
   status?: number
@@ -52,6 +74,10 @@ export interface RecordedRequest {
   method: string
   url: string
   headers: IncomingMessage['headers']
+  /** The Host header as received. */
+  host: string | undefined
+  /** The TLS SNI name the client sent; undefined over plain http or when it sent none. */
+  servername: string | undefined
   /** The jti of a valid token, if one was presented. */
   jti: string | undefined
   status: number | undefined
@@ -66,7 +92,10 @@ export interface RecordedRequest {
 }
 
 export class VonageEmulator {
+  /** Served at /v3/media/:id. */
   readonly media = new MediaStore()
+  /** Voice recordings, served at /v1/files/:id: a media id is not a file id, nor the reverse. */
+  readonly files = new MediaStore()
   readonly requests: RecordedRequest[] = []
   readonly faults: Fault[] = []
   readonly revokedTokenIds = new Set<string>()
@@ -77,6 +106,7 @@ export class VonageEmulator {
   readonly #sockets = new Set<Socket>()
   readonly #host: string
   readonly #port: number
+  readonly #tls: boolean
 
   constructor(options: EmulatorOptions) {
     this.#publicKeys = [publicKeyOf(options.publicKey)]
@@ -84,7 +114,10 @@ export class VonageEmulator {
     this.#now = options.now ?? (() => Date.now() / 1000)
     this.#host = options.host ?? '127.0.0.1'
     this.#port = options.port ?? 0
-    this.#server = createServer((req, res) => this.#handle(req, res))
+    this.#tls = options.tls !== undefined
+    const handler = (req: IncomingMessage, res: ServerResponse) => this.#handle(req, res)
+    this.#server = options.tls ? createHttpsServer(httpsOptions(options.tls), handler) : createServer(handler)
+    // 'connection' is the TCP socket, before any TLS: destroying it ends the TLS one too.
     this.#server.on('connection', (socket) => {
       this.#sockets.add(socket)
       socket.once('close', () => this.#sockets.delete(socket))
@@ -106,10 +139,10 @@ export class VonageEmulator {
 
   get url(): string {
     const { port } = this.#server.address() as AddressInfo
-    return `http://${this.#host.includes(':') ? `[${this.#host}]` : this.#host}:${port}`
+    return `${this.#tls ? 'https' : 'http'}://${this.#host.includes(':') ? `[${this.#host}]` : this.#host}:${port}`
   }
 
-  /** Requests for media paths still being answered. */
+  /** Requests still being answered. */
   get openResponses(): number {
     return this.requests.filter((request) => !request.closed).length
   }
@@ -125,6 +158,8 @@ export class VonageEmulator {
       method: req.method ?? '',
       url: req.url ?? '',
       headers: req.headers,
+      host: req.headers.host,
+      servername: servernameOf(req),
       jti: undefined,
       status: undefined,
       aborted: false,
@@ -143,8 +178,11 @@ export class VonageEmulator {
     res.setHeader('server', 'vonage-emulator')
     res.setHeader('set-cookie', 'emulator-session=should-never-reach-a-client; Path=/; HttpOnly')
 
-    const match = MEDIA_PATH.exec(req.url ?? '')
-    if (!match?.[1]) return problem(res, 404, 'Not Found', 'No such resource.')
+    const media = MEDIA_PATH.exec(req.url ?? '')
+    const file = media ? undefined : FILES_PATH.exec(req.url ?? '')
+    const id = media?.[1] ?? file?.[1]
+    if (!id) return problem(res, 404, 'Not Found', 'No such resource.')
+    const store = media ? this.media : this.files
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.setHeader('allow', 'GET, HEAD')
       return problem(res, 405, 'Method Not Allowed', 'Use GET or HEAD.')
@@ -154,7 +192,7 @@ export class VonageEmulator {
       req.socket.destroy()
       return
     }
-    const answer = () => this.#answer(req, res, record, match[1] as string, fault)
+    const answer = () => this.#answer(req, res, record, store, id, fault)
     if (fault?.headersDelayMs) {
       const timer = setTimeout(answer, fault.headersDelayMs)
       res.once('close', () => clearTimeout(timer))
@@ -163,7 +201,14 @@ export class VonageEmulator {
     }
   }
 
-  #answer(req: IncomingMessage, res: ServerResponse, record: RecordedRequest, id: string, fault?: Fault) {
+  #answer(
+    req: IncomingMessage,
+    res: ServerResponse,
+    record: RecordedRequest,
+    store: MediaStore,
+    id: string,
+    fault?: Fault,
+  ) {
     if (fault?.status) {
       if (fault.retryAfter) res.setHeader('retry-after', fault.retryAfter)
       if (fault.status === 401) res.setHeader('www-authenticate', 'Bearer realm="vonage-emulator"')
@@ -179,8 +224,11 @@ export class VonageEmulator {
       return problem(res, 401, 'Invalid Token', `The request is not authorized: ${reason}.`)
     }
     record.jti = check.token.claims.jti
-    const item = this.media.get(id)
-    if (!item) return problem(res, 404, 'Not Found', 'The media item does not exist or has expired.')
+    const item = store.get(id)
+    if (!item) {
+      const what = store === this.media ? 'media item' : 'recording'
+      return problem(res, 404, 'Not Found', `The ${what} does not exist or has expired.`)
+    }
     serveMedia(req, res, record, item, fault)
   }
 }
@@ -333,6 +381,23 @@ function problem(res: ServerResponse, status: number, title: string, detail: str
   res.setHeader('content-type', 'application/problem+json')
   res.setHeader('content-length', Buffer.byteLength(body))
   res.end(body)
+}
+
+/** The https server's options: the default certificate, and a context per SNI name if asked. */
+function httpsOptions(tls: EmulatorTls): HttpsServerOptions {
+  const { cert, key, sni } = tls
+  if (!sni) return { cert, key }
+  const contexts = new Map<string, SecureContext>(
+    Object.entries(sni).map(([name, credentials]) => [name.toLowerCase(), createSecureContext(credentials)]),
+  )
+  // No context for a name: the server's default certificate is presented.
+  return { cert, key, SNICallback: (name, callback) => callback(null, contexts.get(name.toLowerCase())) }
+}
+
+/** The SNI name of a TLS request (the socket's servername is false when none was sent). */
+function servernameOf(req: IncomingMessage): string | undefined {
+  const servername = (req.socket as Partial<TLSSocket>).servername
+  return typeof servername === 'string' ? servername : undefined
 }
 
 function publicKeyOf(key: KeyObject | string): KeyObject {

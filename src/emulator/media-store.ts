@@ -1,6 +1,7 @@
 // The emulator's media: files from a folder, and synthetic bodies of any size whose bytes
 // are computed from their offset, so a 256 MiB item costs no memory and any range of it can
-// be produced (and checked by a test) without storing it.
+// be produced (and checked by a test) without storing it; and small bodies held in memory,
+// such as a synthetic WAV recording. One store serves /v3/media, another /v1/files.
 import { createHash } from 'node:crypto'
 import { createReadStream, readdirSync, statSync } from 'node:fs'
 import { extname, join } from 'node:path'
@@ -18,6 +19,7 @@ const CONTENT_TYPES: Record<string, string> = {
   '.mp4': 'video/mp4',
   '.ogg': 'audio/ogg',
   '.mp3': 'audio/mpeg',
+  '.wav': 'audio/wav',
   '.pdf': 'application/pdf',
   '.txt': 'text/plain',
   '.vcf': 'text/vcard',
@@ -89,6 +91,27 @@ export class MediaStore {
     return item
   }
 
+  /** An item whose body is this buffer (a recording, a small fixture). */
+  addBuffer(id: string, body: Buffer, options: SyntheticOptions = {}): MediaItem {
+    const item: MediaItem = {
+      id,
+      size: body.length,
+      contentType: options.contentType ?? 'application/octet-stream',
+      etag: `"${createHash('sha256').update(body).digest('hex').slice(0, 20)}"`,
+      lastModified: secondsPrecision(options.lastModified ?? new Date()),
+      fileName: options.fileName,
+      // A copy per range, so that nothing downstream can alter the stored body.
+      open: (start, end) => Readable.from([Buffer.from(body.subarray(start, end + 1))]),
+    }
+    this.#items.set(id.toLowerCase(), item)
+    return item
+  }
+
+  /** A recording: `seconds` of a sine tone as a WAV file (audio/wav), playable by a browser. */
+  addWav(id: string, seconds: number, options: SyntheticOptions = {}): MediaItem {
+    return this.addBuffer(id, sampleWav(seconds), { contentType: 'audio/wav', fileName: `${id}.wav`, ...options })
+  }
+
   addFile(id: string, path: string, contentType?: string): MediaItem {
     const stat = statSync(path)
     const item: MediaItem = {
@@ -117,6 +140,40 @@ export class MediaStore {
     }
     return ids
   }
+}
+
+const WAV_SAMPLE_RATE = 8000 // telephony's rate, as Vonage's recordings
+const WAV_TONE_HZ = 440
+const WAV_FADE_SAMPLES = 80 // 10 ms in and out: no click at either end
+
+/**
+ * `seconds` of a 440 Hz sine tone as a WAV file: RIFF header, then 16-bit mono PCM at 8 kHz
+ * (16 000 bytes a second). Same seconds, same bytes.
+ */
+export function sampleWav(seconds: number): Buffer {
+  if (!(seconds > 0) || !Number.isFinite(seconds)) throw new Error(`seconds must be positive, not ${seconds}`)
+  const samples = Math.round(seconds * WAV_SAMPLE_RATE)
+  const dataBytes = samples * 2
+  const wav = Buffer.alloc(44 + dataBytes)
+  wav.write('RIFF', 0, 'latin1')
+  wav.writeUInt32LE(36 + dataBytes, 4)
+  wav.write('WAVE', 8, 'latin1')
+  wav.write('fmt ', 12, 'latin1')
+  wav.writeUInt32LE(16, 16) // fmt chunk size
+  wav.writeUInt16LE(1, 20) // PCM
+  wav.writeUInt16LE(1, 22) // mono
+  wav.writeUInt32LE(WAV_SAMPLE_RATE, 24)
+  wav.writeUInt32LE(WAV_SAMPLE_RATE * 2, 28) // bytes a second
+  wav.writeUInt16LE(2, 32) // bytes a frame
+  wav.writeUInt16LE(16, 34) // bits a sample
+  wav.write('data', 36, 'latin1')
+  wav.writeUInt32LE(dataBytes, 40)
+  for (let i = 0; i < samples; i++) {
+    const fade = Math.min(1, i / WAV_FADE_SAMPLES, (samples - 1 - i) / WAV_FADE_SAMPLES)
+    const value = Math.sin((2 * Math.PI * WAV_TONE_HZ * i) / WAV_SAMPLE_RATE) * fade * 0.3
+    wav.writeInt16LE(Math.round(value * 32767), 44 + i * 2)
+  }
+  return wav
 }
 
 function etagFor(id: string, size: number, version = 0): string {
