@@ -43,6 +43,11 @@ export interface AppDeps {
   keyPollIntervalMs?: number
   /** How long a client may take nothing while its download waits for it; 60 s by default. */
   sendTimeoutMs?: number
+  /**
+   * A CA (PEM) to trust for upstream TLS besides Node's own: for tests in one process, which
+   * cannot set NODE_EXTRA_CA_CERTS after start. Verification itself is never turned off.
+   */
+  upstreamCa?: string
 }
 
 export interface ProxyApp {
@@ -101,8 +106,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
   })
   const upstream = new UpstreamClient(config, tokens, {
     retry: deps.retry,
+    ca: deps.upstreamCa,
     onRetry: (reason) => metrics.countRetry(reason),
-    onResponse: (status, seconds) => metrics.observeUpstream(status, seconds),
+    onResponse: (status, seconds, host) => metrics.observeUpstream(status, seconds, host),
   })
 
   let draining = false

@@ -32,6 +32,8 @@ const SETTINGS = [
   'MAX_IN_FLIGHT_REQUESTS',
   'SHUTDOWN_GRACE_MS',
   'LOG_LEVEL',
+  'UPSTREAM_HOSTS',
+  'UPSTREAM_CONNECT_TO',
 ] as const
 export type Setting = (typeof SETTINGS)[number]
 
@@ -58,6 +60,10 @@ export interface Config {
   maxInFlightRequests: number
   shutdownGraceMs: number
   logLevel: LogLevel
+  /** Host names (lower case) the host-prefixed routes may reach over HTTPS. */
+  upstreamHosts: ReadonlySet<string>
+  /** Where HTTPS upstream connections really go (curl's --connect-to), if not to the named host. */
+  upstreamConnectTo: { host: string; port: number } | undefined
 }
 
 /** A setting is missing or wrong. The message names the setting and never quotes a secret. */
@@ -91,6 +97,8 @@ const MEANINGS: Record<Setting, string> = {
   MAX_IN_FLIGHT_REQUESTS: 'media requests served at once; beyond it 503',
   SHUTDOWN_GRACE_MS: 'how long downloads may finish after SIGTERM',
   LOG_LEVEL: 'fatal, error, warn, info, debug, trace or silent',
+  UPSTREAM_HOSTS: 'comma-separated Vonage hosts the /{host}/... routes may reach, and no others',
+  UPSTREAM_CONNECT_TO: 'host:port every HTTPS upstream connection goes to instead (SNI and certificate unchanged)',
 }
 
 /** Every setting with its default (from the defaults file) and meaning, in order. */
@@ -198,7 +206,38 @@ function parseConfig(raw: RawSettings): Config {
     maxInFlightRequests: integer(raw, 'MAX_IN_FLIGHT_REQUESTS', 1, 1_000_000),
     shutdownGraceMs: integer(raw, 'SHUTDOWN_GRACE_MS', 0, 3_600_000),
     logLevel,
+    upstreamHosts: hostList(required(raw, 'UPSTREAM_HOSTS')),
+    upstreamConnectTo: connectTo(nonEmpty(raw.UPSTREAM_CONNECT_TO)),
   }
+}
+
+/** A DNS name as Vonage's hosts are written: labels of letters, digits and hyphens, no port. */
+const HOST_NAME = /^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$/
+
+function hostList(value: string): ReadonlySet<string> {
+  const hosts = value
+    .split(',')
+    .map((host) => host.trim().toLowerCase())
+    .filter((host) => host !== '')
+  for (const host of hosts) {
+    if (!HOST_NAME.test(host)) {
+      throw new ConfigError('UPSTREAM_HOSTS', `must list host names only (no scheme, port or path), not "${host}"`)
+    }
+  }
+  return new Set(hosts)
+}
+
+function connectTo(value: string | undefined): { host: string; port: number } | undefined {
+  if (value === undefined) return undefined
+  const match = /^(\[[0-9a-f:.]+\]|[a-z0-9.-]+):(\d{1,5})$/i.exec(value)
+  const port = Number(match?.[2])
+  if (!match || port < 1 || port > 65_535) {
+    throw new ConfigError(
+      'UPSTREAM_CONNECT_TO',
+      'must be host:port (an egress gateway, or 127.0.0.1:8443 for an emulator)',
+    )
+  }
+  return { host: (match[1] as string).replace(/^\[|\]$/g, ''), port }
 }
 
 function readSettingsFile(file: URL | string, what: string): RawSettings {

@@ -1,5 +1,14 @@
-// `npm run demo`: a throwaway key pair, the Vonage emulator serving a sample image, and the
-// proxy in front of it, then a curl line that downloads the image. No Vonage account needed.
+// `npm run demo`: a throwaway key pair, the Vonage emulator serving two sample images and a
+// Voice recording, and the proxy in front of it, then curl lines that download them. No Vonage
+// account needed.
+//
+// The emulator speaks TLS as Vonage's hosts do: a throwaway CA (made with openssl in the key
+// folder) signs one certificate naming every host of the default UPSTREAM_HOSTS, the proxy
+// trusts that CA in-process (certificates are still verified), and UPSTREAM_CONNECT_TO sends
+// every HTTPS connection to the emulator. So the proxy runs as in production: upstream
+// https://api-us.nexmo.com, and the host-prefixed routes (/api-eu.nexmo.com/v3/media/<id>)
+// reach "api-eu.nexmo.com". Without openssl the emulator falls back to plain http, and only
+// the short routes (/media, /v1/files) are shown.
 //
 // The demo sets its own settings, so that the curl line it prints works whatever the shell
 // exports: from the environment it takes only where to listen and how much to log (HONOURED),

@@ -11,6 +11,7 @@ export type ProblemCode =
   | 'method-not-allowed'
   | 'unauthorized'
   | 'forbidden'
+  | 'host-not-allowed'
   | 'overloaded'
   | 'token-unavailable'
   | 'upstream-unauthorized'
@@ -61,9 +62,15 @@ export const errors = {
       'invalid-media-id',
       400,
       'Invalid media id',
-      'The media id must be a UUID (8-4-4-4-12 hexadecimal digits).',
+      'The media or file id must be a UUID (8-4-4-4-12 hexadecimal digits).',
     ),
-  notFound: () => new ProxyError('not-found', 404, 'Not Found', 'Only /media/{id} and /v3/media/{id} are served here.'),
+  notFound: () =>
+    new ProxyError(
+      'not-found',
+      404,
+      'Not Found',
+      'Served here: /media/{id}, /v3/media/{id}, /v1/files/{id}, /{host}/v3/media/{id} and /{host}/v1/files/{id}.',
+    ),
   methodNotAllowed: () =>
     new ProxyError('method-not-allowed', 405, 'Method Not Allowed', 'Media can only be read with GET or HEAD.'),
   unauthorized: () =>
@@ -72,6 +79,13 @@ export const errors = {
       401,
       'Unauthorized',
       'Send "Authorization: Bearer <key>" with one of the proxy\'s inbound API keys.',
+    ),
+  hostNotAllowed: () =>
+    new ProxyError(
+      'host-not-allowed',
+      403,
+      'Forbidden',
+      'The host in the path is not one of the Vonage hosts this proxy may reach (UPSTREAM_HOSTS).',
     ),
   overloaded: () =>
     new ProxyError(

@@ -42,6 +42,7 @@ const REQUIRED_PANELS: Record<string, string> = {
   'Bytes sent per second': 'media_proxy_response_bytes_total',
   'In-flight requests': 'media_proxy_in_flight_requests',
   'Upstream retries by reason': 'media_proxy_upstream_retries_total',
+  'Upstream requests by host': 'media_proxy_upstream_latency_seconds_count',
   'Token expiry countdown': 'media_proxy_token_expiry_timestamp_seconds',
   'Token refresh failures': 'media_proxy_token_refreshes_total',
   'Process memory': 'process_resident_memory_bytes',

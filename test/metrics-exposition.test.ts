@@ -21,7 +21,7 @@ const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.
 const CONTRACT: Record<string, { type: string; labels: string[] }> = {
   media_proxy_requests_total: { type: 'counter', labels: ['method', 'route', 'status'] },
   media_proxy_request_duration_seconds: { type: 'histogram', labels: ['method', 'route', 'status'] },
-  media_proxy_upstream_latency_seconds: { type: 'histogram', labels: ['status'] },
+  media_proxy_upstream_latency_seconds: { type: 'histogram', labels: ['host', 'status'] },
   media_proxy_response_bytes_total: { type: 'counter', labels: ['route'] },
   media_proxy_in_flight_requests: { type: 'gauge', labels: [] },
   media_proxy_upstream_retries_total: { type: 'counter', labels: ['reason'] },
@@ -167,10 +167,14 @@ test('every contract metric is exposed with its type and label names, plus build
   for (const result of values('media_proxy_', 'result')) assert.ok(['success', 'failure'].includes(result as string))
   assert.deepEqual([...values('media_proxy_upstream_retries_total', 'reason')], ['status_503'])
 
+  // The upstream host label holds configured hosts only: here, the emulator's address.
+  assert.deepEqual([...values('media_proxy_upstream_latency_seconds', 'host')], [new URL(emulator.url).hostname])
+
   // No label anywhere holds a media id (any UUID), an address or a port of ours.
   const ports = [proxy.mediaUrl, proxy.adminUrl, emulator.url].map((url) => new URL(url).port)
   for (const s of expo.samples) {
-    for (const value of Object.values(s.labels)) {
+    for (const [label, value] of Object.entries(s.labels)) {
+      if (label === 'host' && s.name.startsWith('media_proxy_upstream_latency_seconds')) continue
       assert.doesNotMatch(value, /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/i, `${s.name}`)
       assert.ok(!value.includes('127.0.0.1') && !value.includes('elsewhere'), `${s.name}{${value}}`)
       for (const port of ports) assert.ok(!value.includes(port), `${s.name}{${value}} holds a port`)
@@ -338,7 +342,7 @@ test('the per-request series expose exactly what prom-client would for the same 
   const upstream = new Histogram({
     name: 'media_proxy_upstream_latency_seconds',
     help: 'Time from request sent upstream to upstream response headers, per upstream response.',
-    labelNames: ['status'],
+    labelNames: ['host', 'status'],
     buckets: UPSTREAM_BUCKETS,
     registers: [reference],
   })
@@ -373,11 +377,11 @@ test('the per-request series expose exactly what prom-client would for the same 
       userAgent: undefined,
       media: null,
     })
-    metrics.observeUpstream(status, seconds / 2)
+    metrics.observeUpstream(status, seconds / 2, 'api-us.nexmo.com')
     duration.observe({ method: 'GET', route, status: String(status) }, seconds)
     requests.inc({ method: 'GET', route, status: String(status) })
     bytes.inc({ route }, sent)
-    upstream.observe({ status: String(status) }, seconds / 2)
+    upstream.observe({ host: 'api-us.nexmo.com', status: String(status) }, seconds / 2)
   })
 
   const family = (text: string, name: string) =>

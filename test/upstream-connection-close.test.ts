@@ -114,7 +114,10 @@ for (const framing of ['Content-Length', 'chunked', 'close-delimited'] as const)
     })
     const client = new UpstreamClient(config, tokens)
     t.after(() => client.close())
+    const origin = new URL(emulator.url)
     const request: UpstreamRequest = {
+      origin: origin.origin,
+      host: origin.hostname,
       path: `/v3/media/${MEDIA_ID}`,
       method: 'GET',
       headers: [],
@@ -157,7 +160,11 @@ test('a keep-alive upstream that closes right after the last byte: a relay that 
   t.after(() => client.close())
   for (let i = 0; i < 5; i++) {
     const sink = new PausingSink()
-    sink.exchange = client.send({ path: `/v3/media/${MEDIA_ID}`, method: 'GET', headers: [] }, sink)
+    const origin = `http://127.0.0.1:${(upstream.address() as net.AddressInfo).port}`
+    sink.exchange = client.send(
+      { origin, host: '127.0.0.1', path: `/v3/media/${MEDIA_ID}`, method: 'GET', headers: [] },
+      sink,
+    )
     assert.equal(await sink.outcome, 'end', `attempt ${i}`)
     assert.equal(sink.bytes, size)
   }

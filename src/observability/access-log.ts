@@ -26,7 +26,8 @@ export class AccessLog {
 
   /**
    * reqId (a validated charset or a UUID), method (a token Node's parser accepted), mediaId (a
-   * UUID) and the peer address need no escaping; path and user agent come from the client.
+   * UUID), upstreamHost (a configured host name) and the peer address need no escaping; path
+   * and user agent come from the client.
    */
   write(outcome: Outcome): void {
     const media = outcome.media
@@ -37,6 +38,7 @@ export class AccessLog {
         `,"method":"${outcome.method}","path":${JSON.stringify(outcome.path)}` +
         `,"mediaId":${media ? `"${media.mediaId}"` : 'null'},"status":${outcome.status}` +
         `,"bytes":${outcome.bytes},"durationMs":${round(outcome.seconds * 1000)}` +
+        `,"upstreamHost":${media ? `"${media.upstreamHost}"` : null}` +
         `,"upstreamStatus":${media?.upstreamStatus ?? null}` +
         `,"upstreamMs":${media?.upstreamMs == null ? null : round(media.upstreamMs)}` +
         `,"retries":${media?.retries ?? 0},"remoteAddress":${remoteAddress ? `"${remoteAddress}"` : null}` +

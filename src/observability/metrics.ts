@@ -190,7 +190,8 @@ export class Metrics {
   /** route -> method -> status -> series; the label sets are bounded (routes and statuses are ours). */
   readonly #requestSeries = new Map<string, Map<string, Map<number, RequestSeries>>>()
   readonly #bytesByRoute = new Map<string, CounterSeries>()
-  readonly #upstreamSeries = new Map<number, HistogramSeries>()
+  /** host -> status -> series; hosts are bounded by UPSTREAM_HOSTS and UPSTREAM_BASE_URL's. */
+  readonly #upstreamSeries = new Map<string, Map<number, HistogramSeries>>()
 
   observeRequest(outcome: Outcome): void {
     const { method, route, status } = outcome
@@ -202,10 +203,11 @@ export class Metrics {
     series.bytes.value += outcome.bytes
   }
 
-  observeUpstream(status: number, seconds: number): void {
+  observeUpstream(status: number, seconds: number, host: string): void {
+    const byStatus = getOrAdd(this.#upstreamSeries, host, () => new Map<number, HistogramSeries>())
     const series =
-      this.#upstreamSeries.get(status) ??
-      getOrAdd(this.#upstreamSeries, status, () => this.#upstreamLatency.series({ status: String(status) }))
+      byStatus.get(status) ??
+      getOrAdd(byStatus, status, () => this.#upstreamLatency.series({ host, status: String(status) }))
     series.observe(seconds)
   }
 

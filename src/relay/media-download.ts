@@ -78,6 +78,7 @@ export class MediaDownload implements ResponseSink, RequestResources {
     const summary = this.#exchange?.summary
     return {
       mediaId: this.#mediaId,
+      upstreamHost: this.#upstreamRequest.host,
       retries: summary?.retries ?? 0,
       upstreamStatus: summary?.upstreamStatus ?? null,
       upstreamMs: summary?.upstreamMs ?? null,

@@ -1,18 +1,19 @@
-// The media routes: GET/HEAD /media/:id and /v3/media/:id. The id and the client's key are
-// checked on arrival, before any I/O; the in-flight slot is taken when the request's turn on
-// its connection comes (a pipelining client cannot hold slots for requests it is not reading);
-// then a MediaDownload relays the upstream response (see README, "How a download is relayed").
+// The media routes: the paths of relay/media-paths.ts, GET and HEAD. The path (its host and id)
+// and the client's key are checked on arrival, before any I/O; the in-flight slot is taken when
+// the request's turn on its connection comes (a pipelining client cannot hold slots for
+// requests it is not reading); then a MediaDownload relays the upstream response.
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Config } from '../config.js'
 import { errors, sendProblem } from '../errors.js'
-import { UUID } from '../uuid.js'
 import { FORWARDED_REQUEST_HEADERS } from './headers.js'
 import { type DownloadDeps, MediaDownload } from './media-download.js'
+import { decidePath, type MediaPaths } from './media-paths.js'
 import type { ServedRequest } from './served-request.js'
 
-const MEDIA_PREFIXES = ['/media', '/v3/media'] as const
+/** Route templates (the metrics' route label); `*` catches anything else under a prefix. */
+const MEDIA_ROUTES = ['/media', '/v3/media', '/v1/files', '/:host/v3/media', '/:host/v1/files'] as const
 export const MEDIA_ALLOW = 'GET, HEAD'
 
 export interface MediaRouteOptions extends DownloadDeps {
@@ -21,22 +22,23 @@ export interface MediaRouteOptions extends DownloadDeps {
 
 async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Promise<void> {
   const { config } = options
-  // An upstream may sit behind a path prefix (an egress gateway); URL keeps '/' for none.
-  const upstreamPath = `${config.upstreamBaseUrl.pathname.replace(/\/+$/, '')}/v3/media/`
+  const paths: MediaPaths = { base: config.upstreamBaseUrl, hosts: config.upstreamHosts }
   const checkClientKey = clientKeyCheck(config.inboundApiKeys)
 
-  function serveMedia(
-    request: FastifyRequest<{ Params: { id: string } }>,
-    reply: FastifyReply,
-  ): FastifyReply | undefined {
-    const mediaId = request.params.id
-    if (!UUID.test(mediaId)) return sendProblem(reply, errors.invalidMediaId())
+  function serveMedia(request: FastifyRequest, reply: FastifyReply): FastifyReply | undefined {
+    // The path as the client sent it: Fastify's params are percent-decoded.
+    const decision = decidePath(request.raw.url ?? '', paths)
+    if (decision.kind === 'host-not-allowed') return sendProblem(reply, errors.hostNotAllowed())
+    if (decision.kind !== 'file') return sendProblem(reply, errors.invalidMediaId())
     if (!checkClientKey(request.headers.authorization)) return sendProblem(reply, errors.unauthorized())
 
     // From here the response is written to the socket directly, not through reply.
     reply.hijack()
-    const download = new MediaDownload(request, request.served as ServedRequest, reply.raw, options, mediaId, {
-      path: upstreamPath + mediaId,
+    const { target } = decision
+    const download = new MediaDownload(request, request.served as ServedRequest, reply.raw, options, target.id, {
+      origin: target.origin,
+      host: target.host,
+      path: target.path,
       method: request.method as 'GET' | 'HEAD',
       headers: forwardedHeaders(request),
     })
@@ -46,14 +48,10 @@ async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Pr
     return undefined
   }
 
-  for (const prefix of MEDIA_PREFIXES) {
+  for (const prefix of MEDIA_ROUTES) {
     app.route({ method: ['GET', 'HEAD'], url: `${prefix}/:id`, handler: serveMedia })
-    // Anything else under the prefix: a bad id for GET/HEAD, and 405 for other methods.
-    app.route({
-      method: ['GET', 'HEAD'],
-      url: `${prefix}/*`,
-      handler: (_request, reply) => sendProblem(reply, errors.invalidMediaId()),
-    })
+    // Anything else under the prefix: a bad id (or a foreign host) for GET/HEAD, 405 otherwise.
+    app.route({ method: ['GET', 'HEAD'], url: `${prefix}/*`, handler: serveMedia })
     app.route({
       method: app.supportedMethods.filter((method) => method !== 'GET' && method !== 'HEAD'),
       url: `${prefix}/*`,

@@ -15,7 +15,7 @@ import type { Outcome } from './outcome.js'
 import { ServedRequest } from './served-request.js'
 
 /** Under the media prefixes: an unknown method there is 405, not 404. */
-const MEDIA_PATH = /^\/(v3\/)?media\//
+const MEDIA_PATH = /^\/((v3\/)?media|v1\/files|[^/?]+\/(v3\/media|v1\/files))\//
 
 export interface MediaServerOptions extends DownloadDeps {
   readonly config: Config

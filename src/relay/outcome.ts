@@ -25,7 +25,10 @@ export interface Outcome {
 }
 
 export interface MediaOutcome {
+  /** The media or recording id. */
   readonly mediaId: string
+  /** The Vonage host it was asked of. */
+  readonly upstreamHost: string
   readonly retries: number
   readonly upstreamStatus: number | null
   readonly upstreamMs: number | null

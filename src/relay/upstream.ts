@@ -5,7 +5,8 @@
 // about each; it never decides anything itself.
 import type { IncomingHttpHeaders } from 'node:http'
 import type { Socket } from 'node:net'
-import { Agent, type Dispatcher } from 'undici'
+import { rootCertificates } from 'node:tls'
+import { Agent, buildConnector, type Dispatcher } from 'undici'
 import type { Config } from '../config.js'
 import type { Token, TokenCache } from '../credentials/token-cache.js'
 import { type ProxyError, toProxyError } from '../errors.js'
@@ -14,9 +15,11 @@ import { respondingSocket } from './upstream-sockets.js'
 
 export interface UpstreamClientOptions {
   retry?: RetryPolicy
+  /** Extra CA certificates (PEM) to trust besides Node's (and NODE_EXTRA_CA_CERTS'), for tests. */
+  ca?: string
   onRetry?: (reason: RetryReason) => void
   /** Upstream status and time to headers, per upstream response (retried ones included). */
-  onResponse?: (status: number, seconds: number) => void
+  onResponse?: (status: number, seconds: number, host: string) => void
 }
 
 /** The client side of one media request: where the upstream response goes. */
@@ -34,6 +37,10 @@ export interface ResponseSink {
 
 /** What one media request asks of the upstream. */
 export interface UpstreamRequest {
+  /** scheme://host[:port] of the upstream. */
+  readonly origin: string
+  /** Its host name, for metrics and logs. */
+  readonly host: string
   /** Path on the upstream origin, e.g. /v3/media/<id>. */
   readonly path: string
   readonly method: 'GET' | 'HEAD'
@@ -53,7 +60,6 @@ export interface ExchangeSummary {
 /** What every exchange shares: built once by the client. */
 interface ExchangeContext {
   readonly agent: Agent
-  readonly origin: string
   readonly tokens: TokenCache
   readonly policy: RetryPolicy
   readonly events: UpstreamClientOptions
@@ -66,8 +72,7 @@ export class UpstreamClient {
 
   constructor(config: Config, tokens: TokenCache, options: UpstreamClientOptions = {}) {
     const agent = new Agent({
-      // Certificates are always checked.
-      connect: { rejectUnauthorized: true, timeout: config.upstreamConnectTimeoutMs },
+      connect: connector(config, options.ca),
       headersTimeout: config.upstreamHeadersTimeoutMs,
       bodyTimeout: config.upstreamBodyTimeoutMs,
       // A slow media stream must not hold up the requests queued behind it.
@@ -75,7 +80,6 @@ export class UpstreamClient {
     })
     this.#context = {
       agent,
-      origin: config.upstreamBaseUrl.origin,
       tokens,
       policy: options.retry ?? DEFAULT_RETRY_POLICY,
       events: options,
@@ -176,10 +180,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#started = performance.now()
     const request = this.#request
     const headers = [...request.headers, 'authorization', `Bearer ${token.value}`]
-    this.#context.agent.dispatch(
-      { origin: this.#context.origin, path: request.path, method: request.method, headers },
-      this,
-    )
+    this.#context.agent.dispatch({ origin: request.origin, path: request.path, method: request.method, headers }, this)
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
@@ -193,7 +194,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const seconds = (performance.now() - this.#started) / 1000
     this.#upstreamStatus = status
     this.#upstreamMs = seconds * 1000
-    this.#context.events.onResponse?.(status, seconds)
+    this.#context.events.onResponse?.(status, seconds, this.#request.host)
     if (!this.#act({ status })) return
     this.#relaying = true
     this.#status = status
@@ -266,6 +267,36 @@ export class Exchange implements Dispatcher.DispatchHandler {
         break
     }
     return false
+  }
+}
+
+/**
+ * How upstream connections are made: certificates always verified, HTTP/1.1 only (undici 8
+ * would offer h2 by default; the relay's backpressure and cut detection are built and tested
+ * on HTTP/1.1), and, with UPSTREAM_CONNECT_TO, to that address instead of the named host's,
+ * while SNI and the certificate check still use the named host (curl's --connect-to).
+ */
+function connector(config: Config, ca: string | undefined): buildConnector.connector {
+  const connect = buildConnector({
+    rejectUnauthorized: true,
+    timeout: config.upstreamConnectTimeoutMs,
+    allowH2: false,
+    ...(ca ? { ca: [...rootCertificates, ca] } : {}),
+  })
+  const target = config.upstreamConnectTo
+  if (!target) return connect
+  return (options, callback) => {
+    // Plain http (a loopback emulator) goes where it is told; only TLS is redirected.
+    if (options.protocol !== 'https:') return connect(options, callback)
+    return connect(
+      {
+        ...options,
+        hostname: target.host,
+        port: String(target.port),
+        servername: options.servername || options.hostname,
+      },
+      callback,
+    )
   }
 }
 

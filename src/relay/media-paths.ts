@@ -1,0 +1,60 @@
+// Which Vonage file a request path names, and where it may be fetched from: a pure decision on
+// the path exactly as the client sent it (before any percent-decoding), so that the allowlist
+// is checked on the very bytes a client chose, and no request reaches a host off the list or
+// any path but /v3/media/<uuid> and /v1/files/<uuid>.
+//
+//   /media/<id>, /v3/media/<id>       -> {UPSTREAM_BASE_URL}/v3/media/<id>
+//   /v1/files/<id>                    -> {UPSTREAM_BASE_URL}/v1/files/<id>
+//   /<host>/v3/media/<id>             -> https://<host>/v3/media/<id>, <host> in UPSTREAM_HOSTS
+//   /<host>/v1/files/<id>             -> https://<host>/v1/files/<id>
+import { UUID } from '../uuid.js'
+
+export interface UpstreamTarget {
+  /** scheme://host[:port] */
+  readonly origin: string
+  /** The host name, as metrics and logs show it. */
+  readonly host: string
+  readonly path: string
+  readonly id: string
+}
+
+export type PathDecision =
+  | { readonly kind: 'file'; readonly target: UpstreamTarget }
+  /** Under a media prefix, but not a single UUID. */
+  | { readonly kind: 'bad-id' }
+  /** A host-prefixed path whose host is not exactly one of UPSTREAM_HOSTS. */
+  | { readonly kind: 'host-not-allowed' }
+  /** Not a media path at all. */
+  | { readonly kind: 'not-media' }
+
+export interface MediaPaths {
+  /** UPSTREAM_BASE_URL: origin and an optional path prefix (an egress gateway). */
+  readonly base: URL
+  /** Lower-case host names the host-prefixed routes may reach. */
+  readonly hosts: ReadonlySet<string>
+}
+
+const KINDS = { 'v3/media': '/v3/media/', 'v1/files': '/v1/files/' } as const
+
+export function decidePath(rawUrl: string, paths: MediaPaths): PathDecision {
+  const query = rawUrl.indexOf('?')
+  const segments = (query === -1 ? rawUrl : rawUrl.slice(0, query)).split('/')
+  // segments[0] is the empty string before the leading slash.
+  const [, first = '', second = '', third = ''] = segments
+  if (first === 'media') return file(paths.base, '/v3/media/', segments.slice(2))
+  const short = KINDS[`${first}/${second}` as keyof typeof KINDS]
+  if (short) return file(paths.base, short, segments.slice(3))
+  const long = KINDS[`${second}/${third}` as keyof typeof KINDS]
+  if (!long) return { kind: 'not-media' }
+  // Exactly a listed name: a port, user info, a trailing dot or percent-encoding never is one.
+  const host = first.toLowerCase()
+  if (!paths.hosts.has(host)) return { kind: 'host-not-allowed' }
+  return file(new URL(`https://${host}`), long, segments.slice(4))
+}
+
+function file(base: URL, kind: string, rest: string[]): PathDecision {
+  const [id = ''] = rest
+  if (rest.length !== 1 || !UUID.test(id)) return { kind: 'bad-id' }
+  const prefix = base.pathname.replace(/\/+$/, '')
+  return { kind: 'file', target: { origin: base.origin, host: base.hostname, path: `${prefix}${kind}${id}`, id } }
+}
