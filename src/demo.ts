@@ -38,8 +38,18 @@ import { crc32, deflateSync } from 'node:zlib'
 import { buildApp, type ProxyApp } from './app.js'
 import { ConfigError, EX_CONFIG, loadConfig } from './config.js'
 import { VonageEmulator } from './emulator/emulator.js'
+import { makeThrowawayCa, type ThrowawayCa } from './emulator/throwaway-ca.js'
 
 const SAMPLE_ID = '1b456509-974c-458b-aafa-45fc48a4d976'
+/** A second image, shown as arriving on api-eu.nexmo.com: the host-prefixed route. */
+const EU_SAMPLE_ID = '8f7e6d5c-4b3a-4c2d-9e1f-0a1b2c3d4e5f'
+/** A Voice recording, at /v1/files. */
+const RECORDING_ID = '6f1c2d3e-4a5b-4c6d-8e7f-901a2b3c4d5e'
+const RECORDING_SECONDS = 3
+/** Where the proxy thinks it downloads from; UPSTREAM_CONNECT_TO sends it to the emulator. */
+const VONAGE_BASE_URL = 'https://api-us.nexmo.com'
+/** How long the emulator's throwaway certificates are valid: a demo left running for days. */
+const CERTIFICATE_DAYS = 7
 /** The only settings taken from the environment: none of them changes what the curl line needs. */
 const HONOURED = ['HOST', 'ADMIN_HOST', 'PORT', 'ADMIN_PORT', 'LOG_LEVEL']
 const WATCH_INTERVAL_MS = 500
@@ -80,19 +90,34 @@ async function start(): Promise<void> {
   const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
   const keyPath = join(dir, 'private.key')
   writeFileSync(keyPath, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 })
-  const imagePath = join(dir, `${SAMPLE_ID}.png`)
-  writeFileSync(imagePath, samplePng(160, 90))
+  const own = { VONAGE_APPLICATION_ID: randomUUID(), VONAGE_PRIVATE_KEY_PATH: keyPath }
 
-  const applicationId = randomUUID()
-  emulator = new VonageEmulator({ publicKey, applicationId, port: Number(process.env.EMULATOR_PORT ?? 0) })
-  emulator.media.addFile(SAMPLE_ID, imagePath)
+  // The settings once without the emulator's address: a bad HOST or PORT stops the demo before
+  // openssl runs, and the host list the certificate must name is the proxy's own default.
+  const hosts = loadConfig({ env: demoEnv({ ...own, UPSTREAM_BASE_URL: VONAGE_BASE_URL }).env }).upstreamHosts
+  const tls = throwawayTls([...new Set([...hosts, new URL(VONAGE_BASE_URL).hostname])])
+
+  emulator = new VonageEmulator({
+    publicKey,
+    applicationId: own.VONAGE_APPLICATION_ID,
+    port: Number(process.env.EMULATOR_PORT ?? 0),
+    ...('ca' in tls ? { tls: { cert: tls.ca.certPem, key: tls.ca.keyPem } } : {}),
+  })
+  const addImage = (id: string, blue: number) => {
+    const path = join(dir, `${id}.png`)
+    writeFileSync(path, samplePng(160, 90, blue))
+    emulator?.media.addFile(id, path)
+  }
+  addImage(SAMPLE_ID, 160)
+  addImage(EU_SAMPLE_ID, 60)
+  emulator.files.addWav(RECORDING_ID, RECORDING_SECONDS)
   const emulatorUrl = await emulator.listen()
 
-  const { env, ignored } = demoEnv({
-    VONAGE_APPLICATION_ID: applicationId,
-    VONAGE_PRIVATE_KEY_PATH: keyPath,
-    UPSTREAM_BASE_URL: emulatorUrl,
-  })
+  const { env, ignored } = demoEnv(
+    'ca' in tls
+      ? { ...own, UPSTREAM_BASE_URL: VONAGE_BASE_URL, UPSTREAM_CONNECT_TO: `127.0.0.1:${new URL(emulatorUrl).port}` }
+      : { ...own, UPSTREAM_BASE_URL: emulatorUrl },
+  )
   const config = loadConfig({ env })
   if (ignored.size > 0) {
     process.stderr.write(
@@ -100,23 +125,72 @@ async function start(): Promise<void> {
         `and takes only ${HONOURED.join(', ')}\n`,
     )
   }
-  app = await buildApp(config, { onShutdownRequest: () => stop(0) })
+  app = await buildApp(config, {
+    onShutdownRequest: () => stop(0),
+    ...('ca' in tls ? { upstreamCa: tls.ca.caPem } : {}),
+  })
   const { mediaUrl, adminUrl } = await app.listen()
 
+  const curl = (file: string, url: string) =>
+    `  curl -fsS -o ${file} -w '%{http_code} %{content_type} %{size_download} bytes\\n' ${url}`
+  const euWebhookUrl = `https://api-eu.nexmo.com/v3/media/${EU_SAMPLE_ID}`
+  const emulatorLines =
+    'ca' in tls
+      ? [
+          `Vonage Media API emulator: ${emulatorUrl} (application ${own.VONAGE_APPLICATION_ID}, key in ${dir})`,
+          `  speaks TLS for all ${hosts.size} Vonage hosts of UPSTREAM_HOSTS with a throwaway CA the proxy trusts ` +
+            `(${tls.ca.caPath}); UPSTREAM_CONNECT_TO sends every upstream connection here`,
+        ]
+      : [
+          `Vonage Media API emulator: ${emulatorUrl} (application ${own.VONAGE_APPLICATION_ID}, key in ${dir})`,
+          `  over plain http, without TLS: ${tls.reason}; so only the short routes are shown`,
+        ]
+  const hostRoute =
+    'ca' in tls
+      ? [
+          `The webhook said ${euWebhookUrl}; through the proxy:`,
+          '',
+          curl('sample-eu.png', toProxyUrl(euWebhookUrl, mediaUrl)),
+          '',
+          `Any Vonage file URL works the same way: replace "https://" with "${mediaUrl}/".`,
+        ]
+      : []
   process.stdout.write(
     [
       '',
-      `Vonage Media API emulator: ${emulatorUrl} (application ${applicationId}, key in ${dir})`,
+      ...emulatorLines,
       `vonage-media-proxy:        ${mediaUrl} (admin: ${adminUrl}/metrics, /readyz)`,
       '',
       'Download the sample image through the proxy, with no credentials:',
       '',
-      `  curl -fsS -o sample.png -w '%{http_code} %{content_type} %{size_download} bytes\\n' ${mediaUrl}/media/${SAMPLE_ID}`,
+      curl('sample.png', `${mediaUrl}/media/${SAMPLE_ID}`),
       '',
+      `A Voice recording (the record webhook said https://api-us.nexmo.com/v1/files/${RECORDING_ID}):`,
+      '',
+      curl('recording.wav', `${mediaUrl}/v1/files/${RECORDING_ID}`),
+      '',
+      ...hostRoute,
       'Press Ctrl-C to stop both and delete the throwaway keys.',
       '',
     ].join('\n'),
   )
+}
+
+/** The proxy URL for a Vonage file URL: what the README tells every client to do. */
+function toProxyUrl(vonageUrl: string, mediaUrl: string): string {
+  return vonageUrl.replace(/^https:\/\//, `${mediaUrl}/`)
+}
+
+/**
+ * A certificate for the emulator naming every one of `hosts`, from a throwaway CA in the key
+ * folder (so deleted with it); or, when that cannot be made (no openssl), the reason, in a few words.
+ */
+function throwawayTls(hosts: string[]): { ca: ThrowawayCa } | { reason: string } {
+  try {
+    return { ca: makeThrowawayCa(dir, hosts, { days: CERTIFICATE_DAYS }) }
+  } catch (err) {
+    return { reason: err instanceof Error ? err.message : String(err) }
+  }
 }
 
 /**
@@ -225,14 +299,14 @@ function readProcesses(pids: number[]): Map<number, ProcessInfo> {
 }
 
 /** A small gradient PNG (8-bit RGB), so the demo downloads a real image. */
-function samplePng(width: number, height: number): Buffer {
+function samplePng(width: number, height: number, blue: number): Buffer {
   const rows: Buffer[] = []
   for (let y = 0; y < height; y++) {
     const row = Buffer.alloc(1 + width * 3)
     for (let x = 0; x < width; x++) {
       row[1 + x * 3] = Math.round((255 * x) / width)
       row[2 + x * 3] = Math.round((255 * y) / height)
-      row[3 + x * 3] = 160
+      row[3 + x * 3] = blue
     }
     rows.push(row)
   }

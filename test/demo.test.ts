@@ -1,12 +1,15 @@
-// `npm run demo` prints a curl line that really downloads the sample image through the proxy,
-// whatever settings the shell exports, and however it is stopped (Ctrl-C, a signal to npm
-// alone, npm killed, a failed start-up) it stops both servers and deletes the throwaway keys.
+// `npm run demo` prints curl lines that really download through the proxy (the sample image on
+// the short route, a Voice recording at /v1/files, and an api-eu.nexmo.com URL on the
+// host-prefixed route, the emulator speaking TLS with a throwaway CA; without openssl, plain
+// http and the short routes only), whatever settings the shell exports, and however it is
+// stopped (Ctrl-C, a signal to npm alone, npm killed, a failed start-up) it stops both servers
+// and deletes the throwaway keys.
 import assert from 'node:assert/strict'
-import { type ChildProcessByStdio, execFile, execFileSync, spawn } from 'node:child_process'
+import { type ChildProcessByStdio, execFile, execFileSync, spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { extname, join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { type TestContext, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -14,8 +17,24 @@ import { promisify } from 'node:util'
 import { REPO_ROOT, waitFor } from './helpers.js'
 
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])
+const UUID = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
+/** What each file the demo's curl lines write must be, by its extension. */
+const EXPECTED: Record<string, { contentType: string; magic: Buffer }> = {
+  '.png': { contentType: 'image/png', magic: PNG_SIGNATURE },
+  '.wav': { contentType: 'audio/wav', magic: Buffer.from('RIFF') },
+}
 
-test('the demo prints a working curl line, and Ctrl-C cleans up', { timeout: 60_000 }, async (t) => {
+function hasCommand(name: string): boolean {
+  return spawnSync('sh', ['-c', 'command -v "$1"', 'sh', name], { stdio: 'ignore' }).status === 0
+}
+/** The printed lines are run with curl where it is installed, else their URLs with fetch. */
+const HAS_CURL = hasCommand('curl')
+/** With openssl the demo's emulator speaks TLS, and the host-prefixed line is printed too. */
+const HAS_OPENSSL = hasCommand('openssl')
+
+test('the demo prints working curl lines (short, recording, api-eu over TLS), and Ctrl-C cleans up', {
+  timeout: 60_000,
+}, async (t) => {
   const demo = spawn(process.execPath, ['--import', 'tsx', 'src/demo.ts'], {
     cwd: REPO_ROOT,
     env: { PATH: process.env.PATH ?? '', PORT: '0', ADMIN_PORT: '0', LOG_LEVEL: 'warn' },
@@ -32,21 +51,8 @@ test('the demo prints a working curl line, and Ctrl-C cleans up', { timeout: 60_
   })
   demo.stderr.resume()
 
-  const curlLine = await waitFor(
-    () => out.split('\n').find((line) => line.trim().startsWith('curl ')),
-    'the demo to print its curl line',
-    30_000,
-  )
-  const keyDir = /key in (\S+)\)/.exec(out)?.[1]
-  assert.ok(keyDir && existsSync(keyDir), 'the throwaway key folder exists while the demo runs')
-
-  const work = mkdtempSync(join(tmpdir(), 'demo-test-'))
-  t.after(() => rmSync(work, { recursive: true, force: true }))
-  const { stdout } = await promisify(execFile)('sh', ['-c', curlLine.trim()], { cwd: work })
-  assert.match(stdout, /^200 image\/png \d+ bytes/)
-  const image = readFileSync(join(work, 'sample.png'))
-  assert.deepEqual(image.subarray(0, 8), PNG_SIGNATURE)
-  assert.equal(stdout.split(' ')[2], String(image.length))
+  const { mediaUrl, keyDir } = await demoReady(() => out)
+  await assertEveryLineWorks(t, out, mediaUrl, HAS_OPENSSL)
 
   demo.kill('SIGINT')
   assert.equal(await exited, 0)
@@ -166,13 +172,63 @@ async function demoReady(output: () => string): Promise<{ curlLine: string; medi
   return { curlLine: curlLine.trim(), mediaUrl, keyDir }
 }
 
-/** Runs the printed curl line in a fresh folder and checks that it downloaded the PNG. */
-async function downloadWithCurlLine(t: TestContext, curlLine: string): Promise<void> {
+/**
+ * Every curl line the demo printed downloads what it says: the sample image at /media/<id>,
+ * the recording at /v1/files/<id> and, with `tls`, the api-eu.nexmo.com URL the banner quotes,
+ * turned into a proxy URL by replacing "https://" (200, the right type, the right bytes). Each
+ * line is run as printed, with sh and curl, in a fresh folder; without curl, its URL is
+ * fetched.
+ */
+async function assertEveryLineWorks(t: TestContext, output: string, mediaUrl: string, tls: boolean): Promise<void> {
+  const curlLines = output
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line.startsWith('curl '))
+  const urls = curlLines.map((line) => line.split(' ').at(-1) as string)
+  const routes = [
+    `^/media/${UUID}$`,
+    `^/v1/files/${UUID}$`,
+    ...(tls ? [`^/api-eu\\.nexmo\\.com/v3/media/${UUID}$`] : []),
+  ]
+  assert.equal(curlLines.length, routes.length, `the demo printed ${routes.length} curl lines:\n${output}`)
+  routes.forEach((route, i) => {
+    assert.ok(urls[i]?.startsWith(`${mediaUrl}/`), `${urls[i]} is on the proxy`)
+    assert.match(new URL(urls[i] as string).pathname, new RegExp(route))
+  })
+  if (tls) {
+    assert.match(output, /Vonage Media API emulator: https:\/\//, 'the emulator speaks TLS')
+    const webhookUrl = /The webhook said (https:\/\/api-eu\.nexmo\.com\/v3\/media\/\S+);/.exec(output)?.[1]
+    assert.ok(webhookUrl, `the banner quotes the webhook's URL:\n${output}`)
+    assert.equal(
+      urls[2],
+      webhookUrl.replace(/^https:\/\//, `${mediaUrl}/`),
+      'the proxy URL is the webhook URL rewritten',
+    )
+  } else {
+    assert.match(output, /over plain http, without TLS: .+/, `one line says why there is no TLS:\n${output}`)
+  }
+
   const work = mkdtempSync(join(tmpdir(), 'demo-test-'))
   t.after(() => rmSync(work, { recursive: true, force: true }))
-  const { stdout } = await promisify(execFile)('sh', ['-c', curlLine], { cwd: work })
-  assert.match(stdout, /^200 image\/png \d+ bytes/)
-  assert.deepEqual(readFileSync(join(work, 'sample.png')).subarray(0, 8), PNG_SIGNATURE)
+  for (const [i, line] of curlLines.entries()) {
+    const file = /-o (\S+)/.exec(line)?.[1] ?? ''
+    const expected = EXPECTED[extname(file)]
+    assert.ok(expected, `a known kind of file: ${line}`)
+    let body: Buffer
+    if (HAS_CURL) {
+      const { stdout } = await promisify(execFile)('sh', ['-c', line], { cwd: work })
+      const printed = /^(\d+) (\S+) (\d+) bytes/.exec(stdout)
+      assert.deepEqual(printed?.slice(1, 3), ['200', expected.contentType], `${line}\n${stdout}`)
+      body = readFileSync(join(work, file))
+      assert.equal(printed?.[3], String(body.length))
+    } else {
+      const res = await fetch(urls[i] as string)
+      assert.equal(res.status, 200, urls[i])
+      assert.equal(res.headers.get('content-type'), expected.contentType, urls[i])
+      body = Buffer.from(await res.arrayBuffer())
+    }
+    assert.deepEqual(body.subarray(0, expected.magic.length), expected.magic, `${file} is what it says`)
+  }
 }
 
 /** The demo's key folders in `tmp` (tsx and node keep their caches there too). */
@@ -207,7 +263,7 @@ async function assertAllGone(demo: NpmDemo, mediaUrl: string, keyDir: string, si
   assert.deepEqual(keyFolders(demo.tmp), [], 'no key folder is left in TMPDIR')
 }
 
-test('npm run demo ignores the settings the shell exports, says so, and its curl line works', {
+test('npm run demo ignores the settings the shell exports, says so, and its curl lines work', {
   timeout: 60_000,
 }, async (t) => {
   const shellConfig = join(mkdtempSync(join(tmpdir(), 'demo-test-config-')), 'proxy.yaml')
@@ -217,18 +273,52 @@ test('npm run demo ignores the settings the shell exports, says so, and its curl
     INBOUND_API_KEYS: 'some-long-key-1234567890',
     CONFIG_FILE: shellConfig,
     UPSTREAM_BASE_URL: 'https://api-eu.vonage.com',
+    // Honoured, either would break a line: api-eu.nexmo.com refused, or nothing to connect to.
+    UPSTREAM_HOSTS: 'api-us.nexmo.com',
+    UPSTREAM_CONNECT_TO: '127.0.0.1:1',
   })
-  const { curlLine } = await demoReady(demo.output)
-  await downloadWithCurlLine(t, curlLine)
+  const { mediaUrl } = await demoReady(demo.output)
+  await assertEveryLineWorks(t, demo.output(), mediaUrl, HAS_OPENSSL)
 
   const notice = demo
     .output()
     .split('\n')
     .filter((line) => line.includes('ignoring'))
   assert.equal(notice.length, 1, `one line names the ignored variables:\n${demo.output()}`)
-  for (const name of ['INBOUND_API_KEYS', 'CONFIG_FILE', 'UPSTREAM_BASE_URL'])
+  for (const name of ['INBOUND_API_KEYS', 'CONFIG_FILE', 'UPSTREAM_BASE_URL', 'UPSTREAM_HOSTS', 'UPSTREAM_CONNECT_TO'])
     assert.match(notice[0] ?? '', new RegExp(name))
   assert.doesNotMatch(notice[0] ?? '', /some-long-key|another-long-key/, 'the notice never quotes a value')
+})
+
+test('without openssl the demo falls back to plain http, says why, and its short-route lines work', {
+  timeout: 60_000,
+}, async (t) => {
+  // A PATH with nothing on it: no openssl (the demo's node is started by its full path).
+  const tmp = mkdtempSync(join(tmpdir(), 'demo-test-tmp-'))
+  t.after(() => rmSync(tmp, { recursive: true, force: true }))
+  const emptyPath = mkdtempSync(join(tmp, 'bin-'))
+  const demo = spawn(process.execPath, ['--import', 'tsx', 'src/demo.ts'], {
+    cwd: REPO_ROOT,
+    env: { PATH: emptyPath, TMPDIR: tmp, PORT: '0', ADMIN_PORT: '0', LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const exited = new Promise<number | null>((resolve) => demo.once('exit', (code) => resolve(code)))
+  t.after(async () => {
+    if (demo.exitCode === null && demo.signalCode === null) demo.kill('SIGKILL')
+    await exited
+  })
+  let out = ''
+  demo.stdout.on('data', (chunk) => {
+    out += chunk
+  })
+  demo.stderr.resume()
+  const { mediaUrl, keyDir } = await demoReady(() => out)
+  assert.match(out, /Vonage Media API emulator: http:\/\/127\.0\.0\.1:\d+ /)
+  assert.match(out, /without TLS: the openssl command is needed/)
+  await assertEveryLineWorks(t, out, mediaUrl, false)
+  demo.kill('SIGTERM')
+  assert.equal(await exited, 0)
+  assert.equal(existsSync(keyDir), false, 'the throwaway keys are deleted')
 })
 
 // A supervisor, a CI job or `kill` stops npm alone, not its process group. npm passes SIGTERM
