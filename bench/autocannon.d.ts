@@ -13,6 +13,8 @@ declare module 'autocannon' {
     timeout?: number
     pipelining?: number
     headers?: Record<string, string>
+    /** Each connection sends these in turn (over url and headers); built once unless dynamic. */
+    requests?: { method?: string; path?: string; headers?: Record<string, string> }[]
   }
 
   export interface Histogram {

@@ -15,6 +15,13 @@ export interface LoadSpec {
   durationSeconds: number
   /** The expected body size: picks the in-process generator. */
   bodyBytes?: number
+  /**
+   * A header whose value cycles over `values`, one request after another (request i carries
+   * values[i % n]). wrk needs a Lua script for it (written next to its output, a request()
+   * function over requests formatted once); an empty list sends no such header through the same
+   * script, so that a run compared with one that sends it costs the load generator the same.
+   */
+  headerCycle?: { name: string; values: readonly string[] }
 }
 
 export interface LoadResult {
@@ -42,11 +49,16 @@ export function wrkAvailable(): boolean {
 
 export function wrk(group: ProcessGroup, dir: string): LoadGenerator {
   const output = join(dir, 'wrk.out')
+  const script = join(dir, 'wrk-header-cycle.lua')
   return {
     name: 'wrk',
     async run(spec) {
       writeFileSync(output, '')
       const args = ['-t1', `-c${spec.connections}`, `-d${spec.durationSeconds}s`, '--latency']
+      if (spec.headerCycle) {
+        writeFileSync(script, headerCycleScript(spec.headerCycle))
+        args.push('-s', script)
+      }
       args.push('--timeout', `${REQUEST_TIMEOUT_SECONDS}s`, spec.url)
       const child = group.spawn('wrk', 'wrk', args, { core: LOAD_CORE, stdoutFile: output, stderrFile: output })
       const code = await child.exited
@@ -55,6 +67,27 @@ export function wrk(group: ProcessGroup, dir: string): LoadGenerator {
       return parseWrk(text)
     },
   }
+}
+
+/** wrk's Lua: every request formatted once per thread (in init), then handed out in turn. */
+function headerCycleScript(cycle: { name: string; values: readonly string[] }): string {
+  const quote = (text: string) => JSON.stringify(text)
+  return [
+    `local values = { ${cycle.values.map(quote).join(', ')} }`,
+    'local requests = {}',
+    'local i = 0',
+    'function init(args)',
+    '  for k, value in ipairs(values) do',
+    `    requests[k] = wrk.format(nil, nil, { [${quote(cycle.name)}] = value })`,
+    '  end',
+    '  if #requests == 0 then requests[1] = wrk.format() end',
+    'end',
+    'function request()',
+    '  i = i % #requests + 1',
+    '  return requests[i]',
+    'end',
+    '',
+  ].join('\n')
 }
 
 const WRK_TIME_UNITS: Record<string, number> = { us: 1e-3, ms: 1, s: 1e3, m: 60e3, h: 3600e3 }
@@ -95,11 +128,14 @@ export const inProcessGenerator: LoadGenerator = {
 }
 
 async function autocannonRun(spec: LoadSpec): Promise<LoadResult> {
+  const cycle = spec.headerCycle
   const instance = autocannon({
     url: spec.url,
     connections: spec.connections,
     duration: spec.durationSeconds,
     timeout: REQUEST_TIMEOUT_SECONDS,
+    // Each connection sends these in turn, every one built once.
+    requests: cycle?.values.length ? cycle.values.map((value) => ({ headers: { [cycle.name]: value } })) : undefined,
   })
   const latencies: number[] = []
   instance.on('response', (_client, status, _bytes, ms) => {
@@ -124,13 +160,17 @@ async function undiciLoop(spec: LoadSpec): Promise<LoadResult> {
   const latencies: number[] = []
   let errors = 0
   let non2xx = 0
+  const cycle = spec.headerCycle
+  let sentCount = 0
+  const headersOf = (): Record<string, string> | undefined =>
+    cycle?.values.length ? { [cycle.name]: cycle.values[sentCount++ % cycle.values.length] as string } : undefined
   const started = performance.now()
   const deadline = started + spec.durationSeconds * 1000
   const loop = async () => {
     while (performance.now() < deadline) {
       const sent = performance.now()
       try {
-        const { statusCode, body } = await pool.request({ path: url.pathname, method: 'GET' })
+        const { statusCode, body } = await pool.request({ path: url.pathname, method: 'GET', headers: headersOf() })
         for await (const _chunk of body) {
           // Read and drop: only the time to the last byte matters.
         }

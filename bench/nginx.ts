@@ -15,6 +15,12 @@ export function nginxVersion(): string | undefined {
   return /nginx\/(\S+)/.exec(result.stderr)?.[1] ?? 'unknown'
 }
 
+/** Whether the installed nginx was built with the SSL module (`listen ... ssl`). */
+export function nginxHasSsl(): boolean {
+  const result = spawnSync('nginx', ['-V'], { encoding: 'utf8' })
+  return !result.error && result.status === 0 && result.stderr.includes('--with-http_ssl_module')
+}
+
 export type NginxProxyBuffers = 'default' | '64k'
 
 export interface RunningNginx {
@@ -48,18 +54,34 @@ ${http}
 `
 }
 
-/** Static files from <root>/v3/media/<id>; checks no token. */
-export function originConfig(dir: string, port: number, root: string): string {
+/** A certificate and its key, as files: an origin that serves HTTPS with them. */
+export interface TlsFiles {
+  certPath: string
+  keyPath: string
+}
+
+/**
+ * Static files from <root>/v3/media/<id>; checks no token. With tls, over HTTPS with that
+ * certificate (TLS 1.2 and 1.3, nginx's default ciphers); name it apart from the plain origin,
+ * as the name keeps their pid, logs and temp paths apart.
+ */
+export function originConfig(dir: string, port: number, root: string, tls?: TlsFiles, name = 'origin'): string {
+  const listen = tls
+    ? `listen ${HOST}:${port} ssl;
+    ssl_certificate ${tls.certPath};
+    ssl_certificate_key ${tls.keyPath};
+    ssl_protocols TLSv1.2 TLSv1.3;`
+    : `listen ${HOST}:${port};`
   return mainConfig(
     dir,
-    'origin',
+    name,
     `  access_log off;
   sendfile on;
   tcp_nopush on;
   types { }
   default_type application/octet-stream;
   server {
-    listen ${HOST}:${port};
+    ${listen}
     location /v3/media/ { root ${root}; }
   }`,
   )

@@ -2,12 +2,13 @@
 // issue's reference figures) or, without nginx, by bench/static-origin.ts. Neither verifies the
 // token: the benchmark isolates the proxy's cost from the RS256 checks the emulator would do.
 // A second, close-delimited origin (static-origin.ts --close-delimited) serves the same files
-// with bodies that end when the connection closes, for one of the memory runs.
+// with bodies that end when the connection closes, for one of the memory runs; a third serves
+// them over HTTPS, for the host-prefixed routes (bench/host-routes.ts).
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { originConfig, startNginx } from './nginx.js'
+import { nginxHasSsl, originConfig, startNginx, type TlsFiles } from './nginx.js'
 import { freePort, HOST, waitForPort } from './ports.js'
 import { type Child, LOAD_CORE, type ProcessGroup } from './processes.js'
 
@@ -75,6 +76,42 @@ export async function startOrigin(
 }
 
 /**
+ * The same files over HTTPS with the given certificate: nginx (`listen ... ssl`) when it is the
+ * origin kind and was built with the SSL module, else static-origin.ts on node:https. On the load
+ * core, as the plain origin.
+ */
+export async function startTlsOrigin(
+  group: ProcessGroup,
+  options: { kind: OriginKind; dir: string; root: string; tls: TlsFiles },
+): Promise<RunningOrigin & { child: Child }> {
+  const port = await freePort()
+  const name = 'tls-origin'
+  if (options.kind === 'nginx' && nginxHasSsl()) {
+    const nginx = await startNginx(group, {
+      name,
+      dir: options.dir,
+      config: originConfig(options.dir, port, options.root, options.tls, name),
+      port,
+      core: LOAD_CORE,
+    })
+    return {
+      kind: 'nginx',
+      description: 'nginx static files over TLS (ssl, TLS 1.2/1.3), token not verified',
+      url: `https://${HOST}:${port}`,
+      port,
+      pids: nginx.pids,
+      child: nginx.child,
+    }
+  }
+  const origin = await startNodeOrigin(group, { name, dir: options.dir, root: options.root, port, tls: options.tls })
+  return {
+    ...origin,
+    description: 'node:https serving bodies from memory, token not verified',
+    url: `https://${HOST}:${port}`,
+  }
+}
+
+/**
  * The same files, every response HTTP/1.1 200 with `Connection: close` and no Content-Length nor
  * chunked encoding: each body ends when its connection closes, so no upstream connection is reused.
  */
@@ -94,7 +131,7 @@ export async function startCloseDelimitedOrigin(
 
 async function startNodeOrigin(
   group: ProcessGroup,
-  options: { name: string; dir: string; root: string; port: number; closeDelimited?: boolean },
+  options: { name: string; dir: string; root: string; port: number; closeDelimited?: boolean; tls?: TlsFiles },
 ): Promise<RunningOrigin & { child: Child }> {
   const child = group.spawn(
     options.name,
@@ -106,6 +143,7 @@ async function startNodeOrigin(
       options.root,
       String(options.port),
       ...(options.closeDelimited ? ['--close-delimited'] : []),
+      ...(options.tls ? ['--tls-cert', options.tls.certPath, '--tls-key', options.tls.keyPath] : []),
     ],
     {
       core: LOAD_CORE,

@@ -18,11 +18,17 @@ export interface RunningProxy {
   readonly mediaUrl: string
   readonly adminUrl: string
   readonly logFile: string
+  /** performance.now() just before the process was spawned: start-up times count from here. */
+  readonly spawnedAt: number
 }
 
 export interface ProxyMetrics {
-  /** media_proxy_token_refreshes_total{result="success"}: RS256 signatures made. */
+  /** media_proxy_token_refreshes_total{result="success"}, over every application: RS256 signatures made. */
   signatures: number
+  /** media_proxy_token_refreshes_total over every application and result: signing attempts. */
+  refreshes: number
+  /** media_proxy_applications_loaded: applications the proxy holds a key for. */
+  applicationsLoaded: number
   /** Sum of media_proxy_requests_total over all labels. */
   requests: number
   /** media_proxy_in_flight_requests: media requests being served at the time of reading. */
@@ -66,12 +72,15 @@ export async function startProxy(
     nodeArgs?: string[]
     /** Names the process and its log files (<dir>/<name>-stdout.log): one per proxy started. */
     name?: string
+    /** More environment (UPSTREAM_CONNECT_TO, NODE_EXTRA_CA_CERTS...), over the settings above. */
+    env?: Record<string, string>
   },
 ): Promise<RunningProxy> {
   const name = options.name ?? 'proxy'
   const logFile = join(options.dir, `${name}-stdout.log`)
   const errFile = join(options.dir, `${name}-stderr.log`)
   writeFileSync(logFile, '')
+  const spawnedAt = performance.now()
   const child = group.spawn(name, process.execPath, [...(options.nodeArgs ?? []), 'dist/main.js'], {
     core: SERVER_CORE,
     stdoutFile: logFile,
@@ -87,6 +96,7 @@ export async function startProxy(
       ADMIN_PORT: '0',
       LOG_LEVEL: 'info',
       ...imageMallocEnv(),
+      ...options.env,
     },
   })
   const deadline = Date.now() + START_TIMEOUT_MS
@@ -96,7 +106,7 @@ export async function startProxy(
       .find((text) => text.includes('"vonage-media-proxy listening"'))
     if (line) {
       const { mediaUrl, adminUrl } = JSON.parse(line) as { mediaUrl: string; adminUrl: string }
-      return { child, pid: child.pid, mediaUrl, adminUrl, logFile }
+      return { child, pid: child.pid, mediaUrl, adminUrl, logFile, spawnedAt }
     }
     if (child.hasExited || Date.now() > deadline) {
       const stderr = readFileSync(errFile, 'utf8').trim().split('\n').slice(-5).join('\n')
@@ -114,18 +124,25 @@ export async function readProxyMetrics(adminUrl: string): Promise<ProxyMetrics> 
   if (!response.ok) throw new Error(`GET ${adminUrl}/metrics answered ${response.status}`)
   const text = await response.text()
   let signatures = 0
+  let refreshes = 0
+  let applicationsLoaded = 0
   let requests = 0
   let inFlight = 0
   for (const line of text.split('\n')) {
-    if (line.startsWith('media_proxy_token_refreshes_total{result="success"}')) {
-      signatures = Number(line.slice(line.lastIndexOf(' ') + 1))
+    // One series per application and result: {application="<id>",result="success"}.
+    if (line.startsWith('media_proxy_token_refreshes_total{')) {
+      const value = Number(line.slice(line.lastIndexOf(' ') + 1))
+      refreshes += value
+      if (/[{,]result="success"[,}]/.test(line)) signatures += value
+    } else if (line.startsWith('media_proxy_applications_loaded ')) {
+      applicationsLoaded = Number(line.slice(line.lastIndexOf(' ') + 1))
     } else if (line.startsWith('media_proxy_requests_total{')) {
       requests += Number(line.slice(line.lastIndexOf(' ') + 1))
     } else if (line.startsWith('media_proxy_in_flight_requests ')) {
       inFlight = Number(line.slice(line.lastIndexOf(' ') + 1))
     }
   }
-  return { signatures, requests, inFlight }
+  return { signatures, refreshes, applicationsLoaded, requests, inFlight }
 }
 
 /** The glibc allocator settings the container image sets (Dockerfile ENV), so the benchmark runs what production runs. */

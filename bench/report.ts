@@ -185,6 +185,229 @@ export interface SignatureSummary {
   wholeRun: { requests: number; signatures: number }
 }
 
+/** The two routes of the host-routes comparison (bench/host-routes.ts), on one proxy. */
+export const HOST_ROUTES = ['/media/:id', '/api-eu.nexmo.com/v3/media/:id'] as const
+export type HostRoute = (typeof HOST_ROUTES)[number]
+
+/** One load run of the host-routes comparison: one route in one round. */
+export interface HostRouteCell {
+  round: number
+  route: HostRoute
+  load: LoadResult
+  /** CPU seconds of the proxy (the one started for this comparison) during the run. */
+  proxyCpuSeconds: number
+  /** CPU seconds of the TLS origin during the run. */
+  originCpuSeconds: number
+}
+
+export interface HostRouteSummary {
+  route: HostRoute
+  reqPerSec: number
+  p50Ms: number
+  p99Ms: number
+  cpuUsPerRequest: number
+  originCpuUsPerRequest: number
+  errors: number
+  non2xx: number
+}
+
+export interface HostRoutesSummary {
+  origin: string
+  bodyLabel: string
+  connections: number
+  rounds: number
+  seconds: number
+  routes: HostRouteSummary[]
+  /** Per round, host-prefixed CPU per request over /media/:id's in the same round. */
+  roundRatios: number[]
+  /** The median of roundRatios. */
+  cpuRatio: number
+  /** Upstream responses by host over the whole comparison (media_proxy_upstream_latency_seconds_count). */
+  upstreamResponses: Record<string, number>
+  cells: HostRouteCell[]
+}
+
+/** Medians across rounds per route, and the median of the per-round CPU ratios. */
+export function summariseHostRoutes(
+  cells: readonly HostRouteCell[],
+  meta: Omit<HostRoutesSummary, 'routes' | 'roundRatios' | 'cpuRatio' | 'cells'>,
+): HostRoutesSummary {
+  const perRequest = (seconds: number, cell: HostRouteCell) => (seconds * 1e6) / Math.max(1, cell.load.requests)
+  const routes = HOST_ROUTES.map((route): HostRouteSummary => {
+    const mine = cells.filter((cell) => cell.route === route)
+    return {
+      route,
+      reqPerSec: median(mine.map((cell) => cell.load.reqPerSec)),
+      p50Ms: median(mine.map((cell) => cell.load.latencyMs.p50)),
+      p99Ms: median(mine.map((cell) => cell.load.latencyMs.p99)),
+      cpuUsPerRequest: median(mine.map((cell) => perRequest(cell.proxyCpuSeconds, cell))),
+      originCpuUsPerRequest: median(mine.map((cell) => perRequest(cell.originCpuSeconds, cell))),
+      errors: mine.reduce((sum, cell) => sum + cell.load.errors, 0),
+      non2xx: mine.reduce((sum, cell) => sum + cell.load.non2xx, 0),
+    }
+  })
+  const [short, prefixed] = HOST_ROUTES
+  const roundRatios: number[] = []
+  for (const round of new Set(cells.map((cell) => cell.round))) {
+    const at = (route: HostRoute) => cells.find((cell) => cell.round === round && cell.route === route)
+    const a = at(short)
+    const b = at(prefixed)
+    if (!a || !b) continue
+    const ratioThisRound = ratio(perRequest(b.proxyCpuSeconds, b), perRequest(a.proxyCpuSeconds, a))
+    if (ratioThisRound !== undefined) roundRatios.push(ratioThisRound)
+  }
+  return { ...meta, routes, roundRatios, cpuRatio: median(roundRatios), cells: [...cells] }
+}
+
+export function hostRoutesTable(summary: HostRoutesSummary): string {
+  return table(
+    ['route', 'req/s', 'p50 ms', 'p99 ms', 'CPU us/req', 'origin CPU us/req', 'CPU vs /media/:id'],
+    summary.routes.map((r, i) => [
+      r.route + (r.errors + r.non2xx > 0 ? ` [${r.errors} err, ${r.non2xx} non-2xx]` : ''),
+      fmt(r.reqPerSec),
+      fmt(r.p50Ms, 3),
+      fmt(r.p99Ms, 3),
+      fmt(r.cpuUsPerRequest, 1),
+      fmt(r.originCpuUsPerRequest, 1),
+      `${fmt(i === 0 ? 1 : summary.cpuRatio, 3)}x`,
+    ]),
+  )
+}
+
+/** The two proxies of the applications phase (bench/applications.ts). */
+export type ApplicationsProxy = 'one' | 'many'
+
+/** One load run of the applications phase: one proxy in one round. */
+export interface ApplicationsCell {
+  round: number
+  proxy: ApplicationsProxy
+  load: LoadResult
+  /** CPU seconds of that proxy during the run. */
+  proxyCpuSeconds: number
+}
+
+/** What is known of a proxy of the applications phase before its load runs. */
+export interface ApplicationsProxyStart {
+  proxy: ApplicationsProxy
+  /** media_proxy_applications_loaded once ready. */
+  applicationsLoaded: number
+  /** From the spawn to the first /readyz 200. */
+  readyMs: number
+  /** VmRSS two seconds after ready, before any request. */
+  idleRssBytes: number
+  /** CPU over those two seconds (ms per second; /proc's 10 ms ticks make it coarse). */
+  idleCpuMsPerSecond: number
+  rssAfterLoadBytes: number
+}
+
+export interface ApplicationsProxySummary extends ApplicationsProxyStart {
+  reqPerSec: number
+  p50Ms: number
+  p99Ms: number
+  cpuUsPerRequest: number
+  errors: number
+  non2xx: number
+}
+
+export interface ApplicationsSummary {
+  applications: number
+  /** Distinct RSA keys among the applications' files. */
+  distinctKeys: number
+  /** Applications given one request each before the load, which then cycles over them. */
+  warmApplications: number
+  bodyLabel: string
+  connections: number
+  rounds: number
+  seconds: number
+  proxies: ApplicationsProxySummary[]
+  /** Idle VmRSS of the many-applications proxy above the one-application proxy's. */
+  rssAboveOneBytes: number
+  /** Per round, the many-applications proxy's CPU per request over the one-application proxy's. */
+  roundRatios: number[]
+  /** The median of roundRatios. */
+  cpuRatio: number
+  /** Signing attempts (media_proxy_token_refreshes_total, every application and result) the warm-up requests caused. */
+  warmSignatures: number
+  /** Signing attempts during the load runs on the many-applications proxy (warm: none expected). */
+  loadSignatures: number
+  /** An application never used: signing attempts around its first and second requests, and their times. */
+  cold: { firstSignatures: number; secondSignatures: number; firstMs: number; secondMs: number }
+  cells: ApplicationsCell[]
+}
+
+/** Medians across rounds per proxy, and the median of the per-round CPU ratios. */
+export function summariseApplications(
+  cells: readonly ApplicationsCell[],
+  meta: Omit<ApplicationsSummary, 'proxies' | 'rssAboveOneBytes' | 'roundRatios' | 'cpuRatio' | 'cells'> & {
+    proxies: ApplicationsProxyStart[]
+  },
+): ApplicationsSummary {
+  const perRequest = (cell: ApplicationsCell) => (cell.proxyCpuSeconds * 1e6) / Math.max(1, cell.load.requests)
+  const proxies = meta.proxies.map((start): ApplicationsProxySummary => {
+    const mine = cells.filter((cell) => cell.proxy === start.proxy)
+    return {
+      ...start,
+      reqPerSec: median(mine.map((cell) => cell.load.reqPerSec)),
+      p50Ms: median(mine.map((cell) => cell.load.latencyMs.p50)),
+      p99Ms: median(mine.map((cell) => cell.load.latencyMs.p99)),
+      cpuUsPerRequest: median(mine.map(perRequest)),
+      errors: mine.reduce((sum, cell) => sum + cell.load.errors, 0),
+      non2xx: mine.reduce((sum, cell) => sum + cell.load.non2xx, 0),
+    }
+  })
+  const roundRatios: number[] = []
+  for (const round of new Set(cells.map((cell) => cell.round))) {
+    const at = (proxy: ApplicationsProxy) => cells.find((cell) => cell.round === round && cell.proxy === proxy)
+    const one = at('one')
+    const many = at('many')
+    if (!one || !many) continue
+    const ratioThisRound = ratio(perRequest(many), perRequest(one))
+    if (ratioThisRound !== undefined) roundRatios.push(ratioThisRound)
+  }
+  const idle = (proxy: ApplicationsProxy) => proxies.find((p) => p.proxy === proxy)?.idleRssBytes ?? Number.NaN
+  return {
+    ...meta,
+    proxies,
+    rssAboveOneBytes: idle('many') - idle('one'),
+    roundRatios,
+    cpuRatio: median(roundRatios),
+    cells: [...cells],
+  }
+}
+
+export function applicationsTable(summary: ApplicationsSummary): string {
+  const one = summary.proxies.find((p) => p.proxy === 'one')
+  return table(
+    [
+      'proxy',
+      'keys loaded',
+      'ready ms',
+      'idle RSS MiB',
+      'RSS vs one MiB',
+      'idle CPU ms/s',
+      'req/s',
+      'p99 ms',
+      'CPU us/req',
+      'CPU vs one',
+      'RSS after load MiB',
+    ],
+    summary.proxies.map((p) => [
+      (p.proxy === 'many' ? `${fmt(summary.applications)} applications` : 'one application') +
+        (p.errors + p.non2xx > 0 ? ` [${p.errors} err, ${p.non2xx} non-2xx]` : ''),
+      fmt(p.applicationsLoaded),
+      fmt(p.readyMs),
+      fmt(p.idleRssBytes / MiB, 1),
+      p.proxy === 'one' ? '-' : `${summary.rssAboveOneBytes >= 0 ? '+' : ''}${fmt(summary.rssAboveOneBytes / MiB, 1)}`,
+      fmt(p.idleCpuMsPerSecond, 1),
+      fmt(p.reqPerSec),
+      fmt(p.p99Ms, 3),
+      fmt(p.cpuUsPerRequest, 1),
+      p.proxy === 'one' || !one ? '1.000x' : `${fmt(summary.cpuRatio, 3)}x`,
+      fmt(p.rssAfterLoadBytes / MiB, 1),
+    ]),
+  )
+}
+
 export interface TargetCheck {
   target: string
   value: string
@@ -202,6 +425,8 @@ export function checkTargets(
   memory: readonly MemorySummary[],
   signatures: SignatureSummary | undefined,
   many?: ManyClientsSummary,
+  hostRoutes?: HostRoutesSummary,
+  applications?: ApplicationsSummary,
 ): TargetCheck[] {
   const at = (size: string, target: TargetName) => summaries.find((s) => s.size === size && s.target === target)
   const checks: TargetCheck[] = []
@@ -256,6 +481,63 @@ export function checkTargets(
       verdict: verdict(limit === undefined ? undefined : many.peakBytes < limit),
     })
   }
+  const failed = hostRoutes?.routes.reduce((sum, r) => sum + r.errors + r.non2xx, 0) ?? 0
+  const ratios = hostRoutes?.roundRatios ?? []
+  checks.push({
+    target: 'host-prefixed route: CPU per request <= 1.05x /media/:id',
+    value:
+      hostRoutes && ratios.length > 0
+        ? `${fmt(hostRoutes.cpuRatio, 3)}x (median of ${ratios.length} rounds, ` +
+          `${fmt(Math.min(...ratios), 2)}-${fmt(Math.max(...ratios), 2)}; ` +
+          `${hostRoutes.routes.map((r) => fmt(r.cpuUsPerRequest, 1)).join(' vs ')} us)` +
+          (failed > 0 ? `; ${failed} failed responses` : '')
+        : 'not measured',
+    // Failed responses cost less than served ones: a run with any says nothing about the target.
+    verdict: verdict(hostRoutes && ratios.length > 0 && failed === 0 ? hostRoutes.cpuRatio <= 1.05 : undefined),
+  })
+  const apps = applications?.applications
+  const manyApps = applications?.proxies.find((p) => p.proxy === 'many')
+  const oneApp = applications?.proxies.find((p) => p.proxy === 'one')
+  checks.push({
+    target: `${fmt(apps ?? 1_000)} applications: ready (/readyz 200) within 2 s of start`,
+    value:
+      manyApps && oneApp ? `${fmt(manyApps.readyMs)} ms (one application: ${fmt(oneApp.readyMs)} ms)` : 'not measured',
+    verdict: verdict(manyApps ? manyApps.readyMs <= 2_000 : undefined),
+  })
+  checks.push({
+    target: `${fmt(apps ?? 1_000)} applications: idle RSS <= 64 MiB above one application's`,
+    value:
+      applications && manyApps && oneApp
+        ? `+${fmt(applications.rssAboveOneBytes / MiB, 1)} MiB (${fmt(manyApps.idleRssBytes / MiB, 1)} vs ` +
+          `${fmt(oneApp.idleRssBytes / MiB, 1)} MiB)`
+        : 'not measured',
+    verdict: verdict(applications ? applications.rssAboveOneBytes <= 64 * MiB : undefined),
+  })
+  const appFailed = applications?.proxies.reduce((sum, p) => sum + p.errors + p.non2xx, 0) ?? 0
+  const appRatios = applications?.roundRatios ?? []
+  checks.push({
+    target: `${fmt(apps ?? 1_000)} applications, warm token: CPU per request <= 1.05x one application's`,
+    value:
+      applications && appRatios.length > 0
+        ? `${fmt(applications.cpuRatio, 3)}x (median of ${appRatios.length} rounds, ` +
+          `${fmt(Math.min(...appRatios), 2)}-${fmt(Math.max(...appRatios), 2)}; ` +
+          `${fmt(manyApps?.cpuUsPerRequest, 1)} vs ${fmt(oneApp?.cpuUsPerRequest, 1)} us)` +
+          (appFailed > 0 ? `; ${appFailed} failed responses` : '')
+        : 'not measured',
+    // Failed responses cost less than served ones: a run with any says nothing about the target.
+    verdict: verdict(
+      applications && appRatios.length > 0 && appFailed === 0 ? applications.cpuRatio <= 1.05 : undefined,
+    ),
+  })
+  checks.push({
+    target: `${fmt(apps ?? 1_000)} applications, cold token: first request = exactly 1 signature, second = 0`,
+    value: applications
+      ? `${applications.cold.firstSignatures} on the first, ${applications.cold.secondSignatures} on the second`
+      : 'not measured',
+    verdict: verdict(
+      applications ? applications.cold.firstSignatures === 1 && applications.cold.secondSignatures === 0 : undefined,
+    ),
+  })
   checks.push({
     target: 'zero RS256 signatures per request',
     value: signatures ? `${fmt(signatures.per10k, 1)} per 10,000 requests` : 'not measured',

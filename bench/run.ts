@@ -5,8 +5,11 @@
 // whose origin ends every body by closing the connection, and nginx), and 1,000 slow clients at
 // once through a fresh proxy, held against the Kubernetes example's memory limit. Beside them, two contenders for the proxy's relay (bench/contenders.ts): the
 // design's @fastify/http-proxy and undici's stream(), so that the reason the proxy relays undici
-// itself stays measured (the "relay decision" table). Prints the tables and writes the raw
-// results to bench/results/<time>.json.
+// itself stays measured (the "relay decision" table). And the host-prefixed route
+// (/api-eu.nexmo.com/v3/media/<id>) beside /media/<id> on one proxy over TLS (bench/host-routes.ts).
+// And 1,000 Vonage applications on one proxy against one (bench/applications.ts): start-up,
+// memory, CPU per request with warm tokens, and the signature a cold one costs.
+// Prints the tables and writes the raw results to bench/results/<time>.json.
 // `--profile` instead runs the proxy under node --cpu-prof with the 1 KiB load and ranks its
 // functions by self time. Loopback only; everything started here is stopped at the end.
 import {
@@ -22,8 +25,10 @@ import {
 import { availableParallelism, cpus, loadavg, release, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { APPLICATIONS, APPLICATIONS_SETUP_SECONDS, measureApplications } from './applications.js'
 import { CONTENDER_DESCRIPTIONS, CONTENDERS, startContender } from './contenders.js'
 import { summariseProfile } from './cpu-profile.js'
+import { BASE_HOST, HOST_ROUTES_SETUP_SECONDS, measureHostRoutes } from './host-routes.js'
 import {
   fixedRequests,
   inProcessGenerator,
@@ -66,10 +71,13 @@ import {
   throwawayKey,
 } from './proxy.js'
 import {
+  applicationsTable,
   type Cell,
   CLOSE_DELIMITED_PROXY,
   checkTargets,
   fmt,
+  HOST_ROUTES,
+  hostRoutesTable,
   type LatencySummary,
   latencyTable,
   type ManyClientsSummary,
@@ -95,6 +103,8 @@ const USAGE = `usage: npm run bench -- [options]
   --no-nginx         skip nginx, as origin and as the reverse proxy compared against
   --no-contenders    skip the relay contenders (@fastify/http-proxy, undici stream()): about 45 s less
   --no-many-clients  skip the memory run with 1,000 slow clients at once: about 20 s less
+  --no-host-routes   skip the host-prefixed route vs /media/:id CPU comparison (over TLS): about 13 s less
+  --no-applications  skip 1,000 applications vs one (start-up, memory, warm CPU, cold signature): about 18 s less
   --autocannon       generate load in-process (autocannon; undici for bodies over 4 KiB) even with wrk
   --profile          profile the proxy (node --cpu-prof) under the 1 KiB load instead
   --help`
@@ -145,6 +155,17 @@ interface Settings {
   nginx: boolean
   contenders: boolean
   manyClients: boolean
+  /**
+   * The host-routes comparison: many short rounds (1 s, wrk's least), so that the median of the
+   * per-round ratios outlasts bursts of other work on the machine: at least 4, one more than --rounds.
+   */
+  hostRoutes: boolean
+  hostRoutesRounds: number
+  hostRoutesSeconds: number
+  /** The applications phase: short rounds too, for the same reason, as many as the host routes'. */
+  applications: boolean
+  applicationsRounds: number
+  applicationsSeconds: number
   autocannon: boolean
   profile: boolean
 }
@@ -184,6 +205,8 @@ function parseSettings(): Settings {
       'no-nginx': { type: 'boolean', default: false },
       'no-contenders': { type: 'boolean', default: false },
       'no-many-clients': { type: 'boolean', default: false },
+      'no-host-routes': { type: 'boolean', default: false },
+      'no-applications': { type: 'boolean', default: false },
       autocannon: { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
@@ -206,10 +229,12 @@ function parseSettings(): Settings {
   const origin = values.origin ?? (nginx ? 'nginx' : 'node')
   if (origin !== 'nginx' && origin !== 'node') throw new Error('--origin must be nginx or node')
   if (origin === 'nginx' && !nginx) throw new Error('--origin nginx needs nginx installed (and no --no-nginx)')
+  const rounds = positive(values.rounds, quick ? 1 : 3, 'rounds')
+  const seconds = positive(values.seconds, quick ? 1 : 3, 'seconds')
   return {
     quick,
-    rounds: positive(values.rounds, quick ? 1 : 3, 'rounds'),
-    seconds: positive(values.seconds, quick ? 1 : 3, 'seconds'),
+    rounds,
+    seconds,
     latencySeconds: quick ? 1 : 2,
     warmupSeconds: 1,
     slowSeconds: quick ? 5 : 24,
@@ -220,6 +245,12 @@ function parseSettings(): Settings {
     nginx,
     contenders: !values['no-contenders'],
     manyClients: !values['no-many-clients'],
+    hostRoutes: !values['no-host-routes'],
+    hostRoutesRounds: Math.max(4, rounds + 1),
+    hostRoutesSeconds: 1,
+    applications: !values['no-applications'],
+    applicationsRounds: Math.max(4, rounds + 1),
+    applicationsSeconds: 1,
     autocannon: values.autocannon || !wrkAvailable(),
     profile: values.profile,
   }
@@ -283,6 +314,9 @@ function describeSetup(settings: Settings): Machine {
     notes.push('--no-contenders: the relay decision (proxy vs @fastify/http-proxy) is not measured')
   if (!settings.manyClients)
     notes.push(`--no-many-clients: memory with ${fmt(MANY_CLIENTS)} slow clients is not measured`)
+  if (!settings.hostRoutes) notes.push('--no-host-routes: the host-prefixed route is not measured against /media/:id')
+  if (!settings.applications)
+    notes.push(`--no-applications: ${fmt(APPLICATIONS)} applications on one proxy are not measured against one`)
   if (settings.autocannon && !wrkAvailable())
     notes.push('wrk is not installed: the load is generated in-process (autocannon, undici)')
   if (pinningUnavailable) notes.push(`processes are not pinned to cores: ${pinningUnavailable}`)
@@ -651,6 +685,14 @@ async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup
     ? CONTENDERS.length * CONTENDER_SIZES.length * (settings.warmupSeconds + settings.rounds * (settings.seconds + 0.3))
     : 0
   const manySeconds = settings.manyClients ? settings.manySeconds + 4 : 0
+  const hostRoutesSeconds = settings.hostRoutes
+    ? HOST_ROUTES_SETUP_SECONDS +
+      HOST_ROUTES.length * (settings.warmupSeconds + settings.hostRoutesRounds * (settings.hostRoutesSeconds + 0.1))
+    : 0
+  const applicationsSeconds = settings.applications
+    ? APPLICATIONS_SETUP_SECONDS +
+      2 * (settings.warmupSeconds + settings.applicationsRounds * (settings.applicationsSeconds + 0.2))
+    : 0
   const estimate =
     BODY_SIZES.length * (4 + settings.rounds * (settings.seconds + 0.3) * (settings.nginx ? 4 : 2)) +
     contenderSeconds +
@@ -658,12 +700,16 @@ async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup
     settings.slowSeconds +
     3 +
     manySeconds +
+    hostRoutesSeconds +
+    applicationsSeconds +
     15
   log(`estimated time: about ${Math.round(estimate)} s`)
   if (estimate * 1000 > TIME_LIMIT_MS * 0.95) {
     const saving =
       (settings.contenders ? `; --no-contenders saves about ${Math.round(contenderSeconds)} s` : '') +
-      (settings.manyClients ? `; --no-many-clients about ${Math.round(manySeconds)} s` : '')
+      (settings.manyClients ? `; --no-many-clients about ${Math.round(manySeconds)} s` : '') +
+      (settings.hostRoutes ? `; --no-host-routes about ${Math.round(hostRoutesSeconds)} s` : '') +
+      (settings.applications ? `; --no-applications about ${Math.round(applicationsSeconds)} s` : '')
     log(`warning: that is close to the time limit of ${TIME_LIMIT_MS / 1000} s${saving}`)
   }
 
@@ -672,6 +718,37 @@ async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup
   const atStart = await readProxyMetrics(env.proxy.adminUrl)
   const proxyRssAtStart = rssBytes([env.proxy.pid])
 
+  // First: it starts its own origin and proxy, and fails (as a setup would) before the long runs.
+  const hostRoutes = settings.hostRoutes
+    ? await measureHostRoutes({
+        group,
+        dir,
+        mediaRoot: env.mediaRoot,
+        keyPath: env.keyPath,
+        originKind: settings.origin,
+        load: env.load,
+        body: BODY_SIZES[0] as BodySize,
+        rounds: settings.hostRoutesRounds,
+        seconds: settings.hostRoutesSeconds,
+        warmupSeconds: settings.warmupSeconds,
+        log,
+      })
+    : undefined
+  const applications = settings.applications
+    ? await measureApplications({
+        group,
+        dir,
+        mediaRoot: env.mediaRoot,
+        upstreamUrl: env.origin.url,
+        keyPath: env.keyPath,
+        load: env.load,
+        body: BODY_SIZES[0] as BodySize,
+        rounds: settings.applicationsRounds,
+        seconds: settings.applicationsSeconds,
+        warmupSeconds: settings.warmupSeconds,
+        log,
+      })
+    : undefined
   const memory = await measureMemory(env)
   const many = settings.manyClients ? await measureManyClients(env) : undefined
   const cells = await throughputRounds(env)
@@ -682,7 +759,7 @@ async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup
 
   const summaries = summarise(cells)
   const latency: LatencySummary[] = summariseLatency(latencyRuns)
-  const targets = checkTargets(summaries, latency, memory, signatures, many)
+  const targets = checkTargets(summaries, latency, memory, signatures, many, hostRoutes, applications)
   const finishedAt = new Date()
 
   const MiB = 1024 * 1024
@@ -714,6 +791,39 @@ async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup
           'Relay decision: the proxy (logging at info, metrics, retries and all) against the relays it was chosen ' +
             'over (static token, no logging, no metrics); CPU and req/s vs proxy = contender / proxy:',
           relayDecisionTable(summaries, CONTENDER_SIZES),
+          '',
+        ]
+      : []),
+    ...(hostRoutes
+      ? [
+          `Host-prefixed route vs /media/:id on one proxy (UPSTREAM_BASE_URL=https://${BASE_HOST}), both over TLS ` +
+            `(UPSTREAM_CONNECT_TO) to ${hostRoutes.origin}; ${hostRoutes.bodyLabel}, ` +
+            `${hostRoutes.connections} connections, ${hostRoutes.rounds} interleaved round(s) of ${hostRoutes.seconds} s, ` +
+            'medians; CPU vs /media/:id: median of the per-round ratios ' +
+            `(${hostRoutes.roundRatios.map((r) => fmt(r, 3)).join(', ')}); upstream responses: ` +
+            Object.entries(hostRoutes.upstreamResponses)
+              .map(([host, count]) => `${fmt(count)} from ${host}`)
+              .join(', '),
+          hostRoutesTable(hostRoutes),
+          '',
+        ]
+      : []),
+    ...(applications
+      ? [
+          `${fmt(applications.applications)} applications (VONAGE_APPLICATIONS_DIR, ${applications.distinctKeys} ` +
+            'distinct RSA 2048 keys, no default) vs one application (VONAGE_APPLICATION_ID), a fresh proxy each; ' +
+            'ready: spawn to /readyz 200 (polled every 20 ms); idle RSS: 2 s after ready, no request yet, and the ' +
+            'CPU used in those 2 s; ' +
+            `${applications.bodyLabel}, ${applications.connections} connections, Vonage-Application-Id cycling over ` +
+            `${applications.warmApplications} warm applications (none for one application), ` +
+            `${applications.rounds} interleaved round(s) of ${applications.seconds} s, medians; CPU vs one: median ` +
+            `of the per-round ratios (${applications.roundRatios.map((r) => fmt(r, 3)).join(', ')})`,
+          applicationsTable(applications),
+          `signatures (media_proxy_token_refreshes_total, every application and result): ` +
+            `${applications.warmSignatures} for the ${applications.warmApplications} warm-up requests, ` +
+            `${applications.loadSignatures} during the load; an application never used before: ` +
+            `${applications.cold.firstSignatures} on its first request (${fmt(applications.cold.firstMs, 1)} ms), ` +
+            `${applications.cold.secondSignatures} on its second (${fmt(applications.cold.secondMs, 1)} ms)`,
           '',
         ]
       : []),
@@ -772,6 +882,8 @@ async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup
     latency: { summary: latency, runs: latencyRuns },
     memory,
     manyClients: many,
+    hostRoutes,
+    applications,
     signatures,
     targetChecks: targets,
     cells,

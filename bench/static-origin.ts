@@ -5,17 +5,50 @@
 // neither Content-Length nor chunked framing: the body ends when the connection closes (RFC 9112
 // 6.3), which nginx as an origin cannot easily be made to do. Written on raw sockets (node:net)
 // so that nothing adds framing; one request per connection.
-// usage: node --import tsx bench/static-origin.ts <media-root> <port> [--close-delimited]
+// With --tls-cert and --tls-key it serves the same keep-alive responses over HTTPS (node:https),
+// for the host-prefixed routes' measurement (bench/host-routes.ts).
+// usage: node --import tsx bench/static-origin.ts <media-root> <port>
+//          [--close-delimited | --tls-cert <cert.pem> --tls-key <key.pem>]
 
 import { readdirSync, readFileSync, statSync } from 'node:fs'
-import { createServer } from 'node:http'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
 import { createServer as createNetServer, type Socket } from 'node:net'
 import { join } from 'node:path'
+import { parseArgs } from 'node:util'
 
-const [root, port, mode] = process.argv.slice(2)
-if (!root || !port || (mode !== undefined && mode !== '--close-delimited')) {
-  process.stderr.write('usage: static-origin.ts <media-root> <port> [--close-delimited]\n')
+const USAGE = 'usage: static-origin.ts <media-root> <port> [--close-delimited | --tls-cert <file> --tls-key <file>]\n'
+function usageError(): never {
+  process.stderr.write(USAGE)
   process.exit(64)
+}
+const parsed = (() => {
+  try {
+    return parseArgs({
+      allowPositionals: true,
+      strict: true,
+      options: {
+        'close-delimited': { type: 'boolean', default: false },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+      },
+    })
+  } catch {
+    return usageError()
+  }
+})()
+const [root, port, ...extra] = parsed.positionals
+const closeDelimitedMode = parsed.values['close-delimited']
+const tlsCert = parsed.values['tls-cert']
+const tlsKey = parsed.values['tls-key']
+if (
+  !root ||
+  !port ||
+  extra.length > 0 ||
+  (tlsCert === undefined) !== (tlsKey === undefined) ||
+  (closeDelimitedMode && tlsCert !== undefined)
+) {
+  usageError()
 }
 
 interface Body {
@@ -75,24 +108,27 @@ function closeDelimited(socket: Socket): void {
   socket.on('data', onData)
 }
 
-const server =
-  mode === '--close-delimited'
-    ? createNetServer(closeDelimited)
-    : createServer((req, res) => {
-        const body = req.method === 'GET' || req.method === 'HEAD' ? bodies.get(req.url ?? '') : undefined
-        if (!body) {
-          res.writeHead(404, { 'content-length': 0 }).end()
-          return
-        }
-        res.writeHead(200, {
-          'content-type': 'application/octet-stream',
-          'content-length': body.data.length,
-          etag: body.etag,
-          'last-modified': body.lastModified,
-          'accept-ranges': 'bytes',
-        })
-        res.end(req.method === 'HEAD' ? undefined : body.data)
-      })
+function keepAlive(req: IncomingMessage, res: ServerResponse): void {
+  const body = req.method === 'GET' || req.method === 'HEAD' ? bodies.get(req.url ?? '') : undefined
+  if (!body) {
+    res.writeHead(404, { 'content-length': 0 }).end()
+    return
+  }
+  res.writeHead(200, {
+    'content-type': 'application/octet-stream',
+    'content-length': body.data.length,
+    etag: body.etag,
+    'last-modified': body.lastModified,
+    'accept-ranges': 'bytes',
+  })
+  res.end(req.method === 'HEAD' ? undefined : body.data)
+}
+
+const server = closeDelimitedMode
+  ? createNetServer(closeDelimited)
+  : tlsCert !== undefined && tlsKey !== undefined
+    ? createHttpsServer({ cert: readFileSync(tlsCert), key: readFileSync(tlsKey) }, keepAlive)
+    : createServer(keepAlive)
 // Longer than undici's and nginx's upstream keep-alive, so the origin never closes first.
 if ('keepAliveTimeout' in server) server.keepAliveTimeout = 65_000
 server.listen(Number(port), '127.0.0.1')
