@@ -1,12 +1,15 @@
 // Builds one proxy instance: the wiring. The token cache, the upstream client, the metrics and
 // the log are made here and handed to the two servers (media and admin); the process's life
 // (listen, graceful close) is here too. main.ts and the tests both start from buildApp.
+
+import type { KeyObject } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance } from 'fastify'
 import pino, { type DestinationStream, type Logger } from 'pino'
 import { type Config, listenFailure } from './config.js'
+import { type ApplicationEvents, Applications } from './credentials/applications.js'
 import { KeyWatcher } from './credentials/key-watcher.js'
-import { type Clock, systemClock, TokenCache, TokenSigner } from './credentials/token-cache.js'
+import { type Clock, systemClock, TokenCache, type TokenSigner } from './credentials/token-cache.js'
 import { AccessLog, LOG_BASE } from './observability/access-log.js'
 import { createAdminServer } from './observability/admin-server.js'
 import { LogDestination } from './observability/log-destination.js'
@@ -26,6 +29,36 @@ const REQUEST_END_WAIT_MS = 1_000
  * upstream connection for as long as it likes (undici's body timeout does not run while paused).
  */
 const DEFAULT_SEND_TIMEOUT_MS = 60_000
+
+/** What the applications' keys coming and going do to the tokens, the metrics and the log. */
+function applicationEvents(
+  tokens: () => TokenCache | undefined,
+  metrics: Metrics,
+  logger: Logger,
+  dir: string | undefined,
+): ApplicationEvents {
+  return {
+    onKey: (application, first) => {
+      metrics.addApplication(application)
+      if (first) return
+      // The old key may be revoked: its token must not serve another request.
+      tokens()?.drop(application)
+      metrics.countKeyReload(application, 'success')
+      logger.info({ application, dir }, 'application key loaded')
+    },
+    onRefused: (application, reason) => {
+      metrics.addApplication(application)
+      metrics.countKeyReload(application, 'failure')
+      logger.error({ application, dir, reason }, 'application key refused; keeping the old key, if any')
+    },
+    onRemoved: (application) => {
+      tokens()?.drop(application)
+      metrics.forgetApplication(application)
+      logger.warn({ application, dir }, 'application key removed; the application is no longer served')
+    },
+    onIgnored: (file) => logger.warn({ dir, file }, 'not an <application-id>.pem file; ignored'),
+  }
+}
 
 /** A listener could not start; the message is one line that names the setting. */
 export class ListenError extends Error {
@@ -54,7 +87,7 @@ export interface ProxyApp {
   readonly media: FastifyInstance
   readonly admin: FastifyInstance
   readonly tokens: TokenCache
-  readonly signer: TokenSigner
+  readonly applications: Applications
   readonly metrics: Metrics
   readonly inFlight: InFlightLimit
   readonly logger: Logger
@@ -90,18 +123,33 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
   const clock = deps.clock ?? systemClock
   const inFlight = new InFlightLimit(config.maxInFlightRequests)
   const metrics = new Metrics(VERSION, () => inFlight.count, inFlight.limit)
-  const signer = new TokenSigner(config.privateKey, config.applicationId, config.jwtTtlSeconds, clock)
-  const tokens = new TokenCache(signer, {
+  // Filled in below: the applications' events update the token cache built after them.
+  let tokens: TokenCache | undefined
+  const applications = new Applications({
     ttlSeconds: config.jwtTtlSeconds,
     clock,
-    onRefresh: (result, token, error) => {
-      metrics.countTokenRefresh(result, token)
-      if (result === 'success') logger.debug({ jti: token?.jti, exp: token?.exp }, 'application token signed')
-      else
+    dir: config.applicationsDir,
+    pinned:
+      config.applicationId !== undefined && config.privateKey !== undefined
+        ? { applicationId: config.applicationId, key: config.privateKey }
+        : undefined,
+    events: applicationEvents(() => tokens, metrics, logger, config.applicationsDir),
+  })
+  metrics.watchApplications(() => applications.size, config.applicationId)
+  tokens = new TokenCache(applications, {
+    ttlSeconds: config.jwtTtlSeconds,
+    clock,
+    defaultApplicationId: config.applicationId,
+    onRefresh: (application, result, token, error) => {
+      metrics.countTokenRefresh(application, result, token)
+      if (result === 'success') {
+        logger.debug({ application, jti: token?.jti, exp: token?.exp }, 'application token signed')
+      } else {
         logger.error(
-          { reason: error instanceof Error ? error.message : String(error) },
+          { application, reason: error instanceof Error ? error.message : String(error) },
           'application token signing failed',
         )
+      }
     },
   })
   const upstream = new UpstreamClient(config, tokens, {
@@ -117,6 +165,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
     config,
     logger,
     upstream,
+    applications,
     inFlight,
     sendTimeoutMs: deps.sendTimeoutMs ?? DEFAULT_SEND_TIMEOUT_MS,
     isDraining: () => draining,
@@ -129,22 +178,27 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
     logger,
     metrics,
     tokens,
+    applications,
     isDraining: () => draining,
     requestShutdown: () => deps.onShutdownRequest?.(),
   })
   await media.server.ready()
-  // Sign the first token now: a broken key shows at start-up, and /readyz turns 200 at once.
-  await tokens.get().catch(() => undefined)
-  const keyWatcher = config.privateKeyPath
-    ? watchKey(config.privateKeyPath, config, deps, signer, tokens, metrics, logger)
-    : undefined
+  // Sign the default application's first token now: a broken key shows at start-up, and /readyz
+  // turns 200 at once. Other applications' are signed on their first request.
+  if (config.applicationId !== undefined) await tokens.get().catch(() => undefined)
+  applications.start(deps.keyPollIntervalMs)
+  const pinned = config.applicationId !== undefined ? applications.signer(config.applicationId) : undefined
+  const keyWatcher =
+    config.privateKeyPath && pinned
+      ? watchKey(config.privateKeyPath, config, deps, pinned, tokens, metrics, logger)
+      : undefined
 
   let closing: Promise<void> | undefined
   return {
     media: media.server,
     admin,
     tokens,
-    signer,
+    applications,
     metrics,
     inFlight,
     logger,
@@ -168,6 +222,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
         await Promise.race([media.whenIdle(), sleep(REQUEST_END_WAIT_MS, undefined, { ref: false })])
         clearTimeout(timer)
         keyWatcher?.close()
+        applications.close()
         tokens.close()
         await admin.close()
         stdout?.close()
@@ -204,19 +259,22 @@ function watchKey(
 ): KeyWatcher {
   const watcher = new KeyWatcher({
     path,
-    initialKey: config.privateKey,
+    initialKey: config.privateKey as KeyObject,
     pollIntervalMs: deps.keyPollIntervalMs,
     onKey: (key) => {
       signer.setKey(key)
       // The old key may be revoked: its token must not serve another request.
-      tokens.invalidate()
-      tokens.get().catch(() => undefined)
-      metrics.countKeyReload('success')
-      logger.info({ path }, 'private key reloaded')
+      tokens.drop(signer.applicationId)
+      tokens.get(signer.applicationId).catch(() => undefined)
+      metrics.countKeyReload(signer.applicationId, 'success')
+      logger.info({ application: signer.applicationId, path }, 'private key reloaded')
     },
     onRejected: (reason) => {
-      metrics.countKeyReload('failure')
-      logger.error({ path, reason }, 'private key replacement refused; keeping the old key')
+      metrics.countKeyReload(signer.applicationId, 'failure')
+      logger.error(
+        { application: signer.applicationId, path, reason },
+        'private key replacement refused; keeping the old key',
+      )
     },
   })
   watcher.start()

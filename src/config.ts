@@ -34,16 +34,27 @@ const SETTINGS = [
   'LOG_LEVEL',
   'UPSTREAM_HOSTS',
   'UPSTREAM_CONNECT_TO',
+  'VONAGE_APPLICATIONS_DIR',
 ] as const
 export type Setting = (typeof SETTINGS)[number]
 
 export type LogLevel = (typeof LOG_LEVELS)[number]
 
+/** An inbound client key, and the applications it may use (null: every one). */
+export interface ClientKey {
+  readonly key: string
+  readonly applications: ReadonlySet<string> | null
+}
+
 export interface Config {
-  applicationId: string
-  privateKey: KeyObject
+  /** The default application (lower case): the one a request that names none is served by. */
+  applicationId: string | undefined
+  /** The default application's key, when given by the single-application settings. */
+  privateKey: KeyObject | undefined
   /** Set when the key came from a file, which is then watched for rotation. */
   privateKeyPath: string | undefined
+  /** A directory of <application-id>.pem keys, watched for changes. */
+  applicationsDir: string | undefined
   /** Origin plus an optional path prefix. */
   upstreamBaseUrl: URL
   /** Listen address of the media port. */
@@ -52,7 +63,7 @@ export interface Config {
   adminHost: string
   port: number
   adminPort: number
-  inboundApiKeys: string[]
+  inboundApiKeys: ClientKey[]
   jwtTtlSeconds: number
   upstreamConnectTimeoutMs: number
   upstreamHeadersTimeoutMs: number
@@ -78,6 +89,8 @@ export class ConfigError extends Error {
 }
 
 type RawSettings = Partial<Record<Setting, string>>
+/** How a YAML list of INBOUND_API_KEYS with scoped entries travels as a setting's string. */
+const STRUCTURED = '\u0000json:'
 
 /** One line per setting, for --help; the defaults come from config/default.yaml. */
 const MEANINGS: Record<Setting, string> = {
@@ -99,6 +112,7 @@ const MEANINGS: Record<Setting, string> = {
   LOG_LEVEL: 'fatal, error, warn, info, debug, trace or silent',
   UPSTREAM_HOSTS: 'comma-separated Vonage hosts the /{host}/... routes may reach, and no others',
   UPSTREAM_CONNECT_TO: 'host:port every HTTPS upstream connection goes to instead (SNI and certificate unchanged)',
+  VONAGE_APPLICATIONS_DIR: 'a directory of <application-id>.pem keys, one per Vonage application',
 }
 
 /** Every setting with its default (from the defaults file) and meaning, in order. */
@@ -174,11 +188,15 @@ export function loadConfig(options: LoadOptions = {}): Config {
 }
 
 function parseConfig(raw: RawSettings): Config {
-  const applicationId = required(raw, 'VONAGE_APPLICATION_ID')
-  if (!UUID.test(applicationId)) {
+  const applicationsDir = nonEmpty(raw.VONAGE_APPLICATIONS_DIR)
+  // With a directory of keys, a default application is optional, and its key may be there.
+  const applicationId = applicationsDir
+    ? nonEmpty(raw.VONAGE_APPLICATION_ID)?.toLowerCase()
+    : required(raw, 'VONAGE_APPLICATION_ID').toLowerCase()
+  if (applicationId !== undefined && !UUID.test(applicationId)) {
     throw new ConfigError('VONAGE_APPLICATION_ID', 'must be the application UUID (8-4-4-4-12 hex digits)')
   }
-  const { privateKey, privateKeyPath } = privateKeyFrom(raw)
+  const { privateKey, privateKeyPath } = privateKeyFrom(raw, applicationsDir !== undefined)
   const port = integer(raw, 'PORT', 0, 65_535)
   const adminPort = integer(raw, 'ADMIN_PORT', 0, 65_535)
   if (port !== 0 && port === adminPort) {
@@ -192,6 +210,7 @@ function parseConfig(raw: RawSettings): Config {
     applicationId,
     privateKey,
     privateKeyPath,
+    applicationsDir,
     upstreamBaseUrl: upstreamUrl(required(raw, 'UPSTREAM_BASE_URL')),
     host: listenAddress(raw, 'HOST'),
     // The admin port follows the media port's address unless told otherwise.
@@ -270,12 +289,20 @@ function readSettingsFile(file: URL | string, what: string): RawSettings {
 
 function stringify(name: Setting, value: unknown): string {
   if (value === null || value === undefined) return ''
-  if (Array.isArray(value) && name === 'INBOUND_API_KEYS') return value.map(String).join(',')
+  if (Array.isArray(value) && name === 'INBOUND_API_KEYS') {
+    // Entries may be {key, applications}: kept whole for apiKeys() to read.
+    return value.some((entry) => typeof entry === 'object' && entry !== null)
+      ? STRUCTURED + JSON.stringify(value)
+      : value.map(String).join(',')
+  }
   if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') return String(value)
   throw new ConfigError(name, 'must be a single value in the config file')
 }
 
-function privateKeyFrom(raw: RawSettings): { privateKey: KeyObject; privateKeyPath: string | undefined } {
+function privateKeyFrom(
+  raw: RawSettings,
+  hasDirectory: boolean,
+): { privateKey: KeyObject | undefined; privateKeyPath: string | undefined } {
   const path = nonEmpty(raw.VONAGE_PRIVATE_KEY_PATH)
   const pem = nonEmpty(raw.VONAGE_PRIVATE_KEY)
   if (path && pem) {
@@ -289,6 +316,8 @@ function privateKeyFrom(raw: RawSettings): { privateKey: KeyObject; privateKeyPa
       throw new ConfigError(path ? 'VONAGE_PRIVATE_KEY_PATH' : 'VONAGE_PRIVATE_KEY', err.message)
     throw err
   }
+  // The directory's <application-id>.pem files are the keys (checked when it is read).
+  if (hasDirectory) return { privateKey: undefined, privateKeyPath: undefined }
   throw new ConfigError('VONAGE_PRIVATE_KEY_PATH', 'is required (or VONAGE_PRIVATE_KEY with the PEM itself)')
 }
 
@@ -332,12 +361,15 @@ export function isLoopback(hostname: string): boolean {
   return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'))
 }
 
-function apiKeys(value: string): string[] {
-  const keys = value
-    .split(',')
-    .map((key) => key.trim())
-    .filter((key) => key.length > 0)
-  keys.forEach((key, i) => {
+function apiKeys(value: string): ClientKey[] {
+  const entries: ClientKey[] = value.startsWith(STRUCTURED)
+    ? (JSON.parse(value.slice(STRUCTURED.length)) as unknown[]).map(scopedKey)
+    : value
+        .split(',')
+        .map((key) => key.trim())
+        .filter((key) => key.length > 0)
+        .map((key) => ({ key, applications: null }))
+  entries.forEach(({ key }, i) => {
     // Never quote a key: say which one, by its position.
     if (!/^[\x21-\x7e]+$/.test(key)) {
       throw new ConfigError('INBOUND_API_KEYS', 'must hold printable ASCII keys without spaces, separated by commas')
@@ -355,7 +387,21 @@ function apiKeys(value: string): string[] {
       )
     }
   })
-  return keys
+  return entries
+}
+
+/** A YAML entry: a plain key (every application), or {key, applications: [ids]}. */
+function scopedKey(entry: unknown, index: number): ClientKey {
+  if (typeof entry === 'string' || typeof entry === 'number') return { key: String(entry), applications: null }
+  const { key, applications } = (entry ?? {}) as { key?: unknown; applications?: unknown }
+  const ids = Array.isArray(applications) ? applications.map(String) : undefined
+  if (typeof key !== 'string' || ids === undefined || ids.length === 0 || ids.some((id) => !UUID.test(id))) {
+    throw new ConfigError(
+      'INBOUND_API_KEYS',
+      `entry ${index + 1} must be a key, or {key: "...", applications: [application ids]}`,
+    )
+  }
+  return { key, applications: new Set(ids.map((id) => id.toLowerCase())) }
 }
 
 function integer(raw: RawSettings, name: Setting, min: number, max: number): number {

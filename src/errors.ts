@@ -12,6 +12,9 @@ export type ProblemCode =
   | 'unauthorized'
   | 'forbidden'
   | 'host-not-allowed'
+  | 'application-required'
+  | 'unknown-application'
+  | 'application-forbidden'
   | 'overloaded'
   | 'token-unavailable'
   | 'upstream-unauthorized'
@@ -87,6 +90,22 @@ export const errors = {
       'Forbidden',
       'The host in the path is not one of the Vonage hosts this proxy may reach (UPSTREAM_HOSTS).',
     ),
+  applicationRequired: () =>
+    new ProxyError(
+      'application-required',
+      400,
+      'Application required',
+      'This proxy has no default application: name one in the Vonage-Application-Id header.',
+    ),
+  unknownApplication: () =>
+    new ProxyError(
+      'unknown-application',
+      400,
+      'Unknown application',
+      'Vonage-Application-Id must be the UUID of an application this proxy holds a key for.',
+    ),
+  applicationForbidden: () =>
+    new ProxyError('application-forbidden', 403, 'Forbidden', 'This client key may not use that application.'),
   overloaded: () =>
     new ProxyError(
       'overloaded',

@@ -2,10 +2,12 @@
 // SIGINT or POST /quitquitquit. A configuration problem exits 78 (EX_CONFIG) with one line; a
 // port that is taken or an address that does not resolve, 1, with one line too.
 import { lookup } from 'node:dns/promises'
+import { readdirSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { buildApp, ListenError, type ProxyApp } from './app.js'
 import { type Config, ConfigError, describeSettings, EX_CONFIG, listenFailure, loadConfig } from './config.js'
-import { TokenSigner } from './credentials/token-cache.js'
+import { Applications } from './credentials/applications.js'
+import type { TokenSigner } from './credentials/token-cache.js'
 import { VERSION } from './version.js'
 
 const EX_USAGE = 64
@@ -64,10 +66,14 @@ async function main(): Promise<void> {
     throw err
   }
 
-  // One signature before anything else, so that a key which parses but cannot sign stops
-  // start-up with the same message --check-config gives.
+  // The default application's key, from the settings or the directory, and one signature with
+  // it before anything else, so that a key which parses but cannot sign stops start-up with the
+  // same message --check-config gives.
+  const applications = checkApplications(config)
   try {
-    await new TokenSigner(config.privateKey, config.applicationId, config.jwtTtlSeconds).sign()
+    if (config.applicationId !== undefined) {
+      await (applications.signer(config.applicationId) as TokenSigner).sign()
+    }
   } catch {
     const setting = config.privateKeyPath ? 'VONAGE_PRIVATE_KEY_PATH' : 'VONAGE_PRIVATE_KEY'
     exitWithConfigError(`${setting} cannot sign an RS256 token`)
@@ -83,7 +89,8 @@ async function main(): Promise<void> {
         exitWithConfigError(listenFailure(err, host, port, admin)),
       )
     }
-    process.stdout.write('configuration ok: settings valid, key loaded, token signed\n')
+    const loaded = config.applicationsDir ? `, ${applications.size} application key(s) loaded` : ''
+    process.stdout.write(`configuration ok: settings valid, key loaded, token signed${loaded}\n`)
     return
   }
 
@@ -130,6 +137,34 @@ async function main(): Promise<void> {
     'vonage-media-proxy listening',
   )
   app.flushLogs()
+}
+
+/** The keys of the applications, read once as start-up reads them; a missing default key is 78. */
+function checkApplications(config: Config): Applications {
+  const dir = config.applicationsDir
+  if (dir !== undefined) {
+    try {
+      readdirSync(dir)
+    } catch (err) {
+      exitWithConfigError(
+        `VONAGE_APPLICATIONS_DIR cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'}: ${dir})`,
+      )
+    }
+  }
+  const applications = new Applications({
+    ttlSeconds: config.jwtTtlSeconds,
+    dir,
+    pinned:
+      config.applicationId !== undefined && config.privateKey !== undefined
+        ? { applicationId: config.applicationId, key: config.privateKey }
+        : undefined,
+  })
+  if (config.applicationId !== undefined && !applications.has(config.applicationId)) {
+    exitWithConfigError(
+      `VONAGE_APPLICATION_ID ${config.applicationId} has no key: set VONAGE_PRIVATE_KEY_PATH, or put ${config.applicationId}.pem in VONAGE_APPLICATIONS_DIR`,
+    )
+  }
+  return applications
 }
 
 function exitWithConfigError(message: string): never {

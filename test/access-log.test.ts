@@ -3,7 +3,15 @@ import assert from 'node:assert/strict'
 import http from 'node:http'
 import { test } from 'node:test'
 import { request } from 'undici'
-import { accessLines, MEDIA_ID, type RunningProxy, startEmulator, startProxy, waitFor } from './helpers.js'
+import {
+  APPLICATION_ID,
+  accessLines,
+  MEDIA_ID,
+  type RunningProxy,
+  startEmulator,
+  startProxy,
+  waitFor,
+} from './helpers.js'
 
 // Installed before any app is built: fastify reports deprecations (FSTDEP023 for the top-level
 // disableRequestLogging) through process warnings, once per process.
@@ -27,6 +35,7 @@ const FIELDS = [
   'status',
   'bytes',
   'durationMs',
+  'application',
   'upstreamHost',
   'upstreamStatus',
   'upstreamMs',
@@ -123,6 +132,7 @@ test('one "request completed" line per media request, with the contract fields',
         status: 200,
         bytes: 1024,
         durationMs: 0,
+        application: APPLICATION_ID,
         upstreamHost: '127.0.0.1',
         upstreamStatus: 200,
         upstreamMs: 0,

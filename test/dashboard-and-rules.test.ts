@@ -45,6 +45,8 @@ const REQUIRED_PANELS: Record<string, string> = {
   'Upstream requests by host': 'media_proxy_upstream_latency_seconds_count',
   'Token expiry countdown': 'media_proxy_token_expiry_timestamp_seconds',
   'Token refresh failures': 'media_proxy_token_refreshes_total',
+  'Key reloads by application and result': 'media_proxy_key_reloads_total',
+  'Applications loaded': 'media_proxy_applications_loaded',
   'Process memory': 'process_resident_memory_bytes',
   'Process CPU': 'process_cpu_seconds_total',
   'Event loop lag': 'nodejs_eventloop_lag_p99_seconds',
@@ -57,6 +59,19 @@ const REQUIRED_ALERTS = [
   'MediaProxyHighErrorRatio',
   'MediaProxyUpstreamLatencyHigh',
   'MediaProxyInFlightNearLimit',
+  'MediaProxyKeyReloadRefused',
+]
+
+/** Panels and alerts about each Vonage application: they keep the `application` label apart. */
+const PER_APPLICATION_PANELS = [
+  'Token expiry countdown',
+  'Token refresh failures',
+  'Key reloads by application and result',
+]
+const PER_APPLICATION_ALERTS = [
+  'MediaProxyTokenRefreshFailing',
+  'MediaProxyTokenExpiringSoon',
+  'MediaProxyKeyReloadRefused',
 ]
 
 interface Panel {
@@ -65,7 +80,7 @@ interface Panel {
   title: string
   datasource?: { type: string; uid: string }
   gridPos?: { h: number; w: number; x: number; y: number }
-  targets?: Array<{ expr: string; datasource?: { uid: string } }>
+  targets?: Array<{ expr: string; legendFormat?: string; datasource?: { uid: string } }>
   panels?: Panel[]
 }
 
@@ -358,4 +373,105 @@ test('promtool check config accepts prometheus.yml, which scrapes job vonage-med
   assert.equal(job.metrics_path ?? '/metrics', '/metrics')
   const result = promtool(t, 'check', 'config', 'deploy/prometheus/prometheus.yml')
   if (result) assert.equal(result.status, 0, result.output)
+})
+
+/** The label lists of every `by (...)` and `without (...)` in an expression. */
+function groupings(expr: string): Array<{ kind: 'by' | 'without'; labels: string[] }> {
+  return [...expr.matchAll(/\b(by|without)\s*\(([^)]*)\)/g)].map(([, kind, labels = '']) => ({
+    kind: kind as 'by' | 'without',
+    labels: labels
+      .split(',')
+      .map((label) => label.trim())
+      .filter((label) => label !== ''),
+  }))
+}
+
+test('the credentials panels show each Vonage application apart, with an application filter', () => {
+  const dashboard = loadDashboard()
+  const variable = dashboard.templating.list.find((candidate) => candidate.name === 'application')
+  assert.ok(variable, 'an application variable')
+  const query = typeof variable.query === 'string' ? variable.query : (variable.query as { query: string }).query
+  assert.match(query, /^label_values\(media_proxy_\w+\{[^}]*\},\s*application\)$/, 'applications come from the metrics')
+  // All must also cover series without the label (a proxy of an earlier version).
+  assert.ok(variable.includeAll && variable.allValue === '.*', `application's All is ${variable.allValue}`)
+
+  const panels = panelsOf(dashboard)
+  for (const title of PER_APPLICATION_PANELS) {
+    const panel = panels.find((candidate) => candidate.title === title)
+    assert.ok(panel?.targets?.length, `panel "${title}"`)
+    for (const target of panel.targets) {
+      const by = groupings(target.expr).filter((grouping) => grouping.kind === 'by')
+      assert.ok(by.length > 0, `${title}: aggregates by application: ${target.expr}`)
+      for (const grouping of by) assert.ok(grouping.labels.includes('application'), `${title}: ${target.expr}`)
+      assert.match(target.legendFormat ?? '', /\{\{application\}\}/, `${title}: the legend names the application`)
+      const filters = matchers(target.expr).filter(([metric]) => metric.startsWith('media_proxy_'))
+      assert.ok(filters.length > 0, `${title} selects media_proxy_ series`)
+      for (const metric of new Set(filters.map(([name]) => name))) {
+        assert.ok(
+          filters.some(
+            ([name, label, op, value]) =>
+              name === metric && label === 'application' && op === '=~' && value === '$application',
+          ),
+          `${title}: ${metric} is filtered by $application: ${target.expr}`,
+        )
+      }
+    }
+  }
+})
+
+test('the token and key alerts name the failing application, and only it', () => {
+  const rules = loadAlertRules()
+  for (const name of PER_APPLICATION_ALERTS) {
+    const rule = rules.find((candidate) => candidate.alert === name)
+    assert.ok(rule, `alert ${name}`)
+    for (const grouping of groupings(rule.expr)) {
+      // on/ignoring lists of a binary operator are not aggregations: groupings() reads by/without only.
+      assert.ok(
+        grouping.kind === 'without' && !grouping.labels.includes('application'),
+        `${name} must keep the application label: ${rule.expr}`,
+      )
+    }
+    for (const annotation of ['summary', 'description']) {
+      assert.match(rule.annotations?.[annotation] ?? '', /\{\{ \$labels\.application \}\}/, `${name}'s ${annotation}`)
+    }
+  }
+
+  // alerts.test.yml: two applications on one proxy, one failing; the alert names that one.
+  const unitTests = parseYaml(readFileSync(ALERT_TESTS, 'utf8')) as {
+    tests: Array<{
+      name: string
+      input_series: Array<{ series: string }>
+      alert_rule_test?: Array<{ alertname: string; exp_alerts?: Array<{ exp_labels: Record<string, string> }> }>
+    }>
+  }
+  const labelsOf = (series: string) =>
+    Object.fromEntries([...series.matchAll(/(\w+)="([^"]*)"/g)].map(([, label, value]) => [label, value]))
+  for (const name of PER_APPLICATION_ALERTS) {
+    const tested = unitTests.tests.filter((unit) =>
+      (unit.alert_rule_test ?? []).some(
+        (testCase) => testCase.alertname === name && (testCase.exp_alerts ?? []).length > 0,
+      ),
+    )
+    const shown = tested.some((unit) => {
+      const firing = (unit.alert_rule_test ?? [])
+        .filter((testCase) => testCase.alertname === name)
+        .flatMap((testCase) => testCase.exp_alerts ?? [])
+      if (firing.some((alert) => !alert.exp_labels.application)) return false
+      return firing.every((alert) => {
+        const { instance, application } = alert.exp_labels
+        const applications = new Set(
+          unit.input_series
+            .map(({ series }) => labelsOf(series))
+            .filter((labels) => labels.instance === instance)
+            .map((labels) => labels.application),
+        )
+        const named = new Set(
+          firing.filter((a) => a.exp_labels.instance === instance).map((a) => a.exp_labels.application),
+        )
+        // Another application on the same proxy, which the alert leaves out.
+        return applications.has(application) && [...applications].some((other) => other && !named.has(other))
+      })
+    })
+    assert.ok(shown, `alerts.test.yml fires ${name} for one of two applications on a proxy, naming it`)
+  }
 })

@@ -3,7 +3,9 @@
 // the contract (ports, probes, non-root numeric user, pinned images, keys mounted not baked).
 // The media port listens on loopback in every example (HOST=127.0.0.1: only the containers that
 // share the proxy's network namespace reach it), the admin port on every interface
-// (ADMIN_HOST=0.0.0.0: probes and Prometheus).
+// (ADMIN_HOST=0.0.0.0: probes and Prometheus). The several-applications examples (compose's
+// applications profile, deploy/kubernetes/several-applications.yaml) are held to the same, with
+// a directory of keys mounted where VONAGE_APPLICATIONS_DIR points.
 import assert from 'node:assert/strict'
 import { createPrivateKey } from 'node:crypto'
 import { readFileSync } from 'node:fs'
@@ -17,6 +19,7 @@ const read = (path: string) => readFileSync(new URL(path, ROOT), 'utf8')
 const MEDIA_PORT = 8080
 const ADMIN_PORT = 8081
 const KEY_SECRET_PATH = '/run/secrets/vonage_private_key'
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const DEFAULTS = parse(read('config/default.yaml')) as Record<string, unknown>
 const DEFAULT_SHUTDOWN_GRACE_MS = Number(DEFAULTS.SHUTDOWN_GRACE_MS)
 const DEFAULT_MAX_IN_FLIGHT_REQUESTS = Number(DEFAULTS.MAX_IN_FLIGHT_REQUESTS)
@@ -338,7 +341,7 @@ test('publishedPorts reads the compose port forms', () => {
 })
 
 test("docker-compose.yml: only the proxy's own network namespace reaches its media port", () => {
-  for (const profile of ['vonage', 'demo']) {
+  for (const profile of ['vonage', 'demo', 'applications']) {
     const [[proxyName, proxy]] = proxiesOf(profile) as [[string, Service]]
     const aliases = ((proxy.networks as Json | undefined)?.default as { aliases?: string[] } | undefined)?.aliases
     const proxyHosts = [proxyName, ...(aliases ?? [])]
@@ -395,14 +398,14 @@ test('docker-compose.yml: the proxy as a hardened sidecar with the key as a comp
   assertSidecarClient('vonage', name)
 })
 
-test('docker-compose.yml: Prometheus scrapes the admin port with the shipped rules, in both modes', () => {
+test('docker-compose.yml: Prometheus scrapes the admin port with the shipped rules, in every mode', () => {
   const config = parse(read('deploy/prometheus/prometheus.yml')) as {
     rule_files?: string[]
     scrape_configs: { static_configs?: { targets: string[] }[] }[]
   }
   const targets = config.scrape_configs.flatMap((job) => (job.static_configs ?? []).flatMap((s) => s.targets))
   assert.ok(targets.length > 0, 'prometheus.yml has a static target')
-  for (const profile of ['vonage', 'demo']) {
+  for (const profile of ['vonage', 'demo', 'applications']) {
     const prometheus = servicesOf(profile).find(([, s]) => String(s.image).startsWith('prom/prometheus:'))
     assert.ok(prometheus, `${profile}: Prometheus runs`)
     const mounts = new Map(
@@ -424,6 +427,33 @@ test('docker-compose.yml: Prometheus scrapes the admin port with the shipped rul
       assert.equal(Number(port), ADMIN_PORT, `${profile}: scrape target ${target} is the admin port`)
     }
   }
+})
+
+test('docker-compose.yml: the applications profile mounts a directory of keys, read-only, where VONAGE_APPLICATIONS_DIR points', () => {
+  const proxies = proxiesOf('applications')
+  assert.equal(proxies.length, 1, 'the applications profile runs one proxy')
+  const [name, proxy] = proxies[0] as [string, Service]
+  assertHardenedProxy(name, proxy)
+  const env = environment(proxy)
+  assert.ok(
+    env.VONAGE_APPLICATION_ID === null || /^\$\{VONAGE_APPLICATION_ID\b/.test(env.VONAGE_APPLICATION_ID ?? ''),
+    'the default application, if any, comes from the environment',
+  )
+  for (const setting of ['VONAGE_PRIVATE_KEY', 'VONAGE_PRIVATE_KEY_PATH']) {
+    assert.equal(env[setting], undefined, `${name}: every key comes from the directory, not ${setting}`)
+  }
+  assert.equal(proxy.secrets, undefined, `${name}: the keys are a directory, not compose secrets (files)`)
+  const dir = env.VONAGE_APPLICATIONS_DIR ?? ''
+  assert.ok(dir.startsWith('/'), `VONAGE_APPLICATIONS_DIR=${dir} is an absolute path in the container`)
+  const mounts = ((proxy.volumes as string[] | undefined) ?? []).map((v) => v.split(':'))
+  const mount = mounts.find(([, target]) => target === dir)
+  assert.ok(mount, `${name} mounts a directory at VONAGE_APPLICATIONS_DIR (${dir}) itself, not a file in it`)
+  const [source, , mode] = mount
+  assert.equal(source, './secrets/applications', 'the keys are a directory on the host, not in the image')
+  assert.equal(mode, 'ro', 'the key directory is mounted read-only')
+  assertSidecarClient('applications', name)
+  const client = servicesOf('applications').find(([, s]) => s.network_mode === `service:${name}`)
+  assert.match(JSON.stringify(client?.[1].command ?? ''), /Vonage-Application-Id: /, 'the client names its application')
 })
 
 test('docker-compose.yml: the demo profile swaps Vonage for the emulator and needs no account', () => {
@@ -490,78 +520,124 @@ function loadDocuments(path: string): Json[] {
   })
 }
 
-const k8s = loadDocuments('deploy/kubernetes/deployment.yaml')
-const deployment = k8s.find((doc) => doc.kind === 'Deployment') as Json
-const template = (deployment?.spec as Json | undefined)?.template as Json
-const podSpec = template?.spec as Json & {
+type PodSpec = Json & {
   initContainers?: Container[]
   containers: Container[]
   volumes?: (Json & { name: string })[]
   securityContext?: Json
 }
-const sidecar = podSpec?.initContainers?.find((c) => c.name === 'media-proxy') as Container
-const sidecarEnv = Object.fromEntries((sidecar?.env ?? []).map((e) => [e.name, e]))
 
-function probePort(probe: unknown): number | undefined {
+interface Workload {
+  path: string
+  docs: Json[]
+  template: Json
+  podSpec: PodSpec
+  /** The proxy: the init container named media-proxy. */
+  sidecar: Container
+  env: Record<string, NonNullable<Container['env']>[number]>
+}
+
+function loadWorkload(path: string): Workload {
+  const docs = loadDocuments(path)
+  const deployment = docs.find((doc) => doc.kind === 'Deployment') as Json
+  assert.ok(deployment, `${path} holds a Deployment`)
+  const template = (deployment.spec as Json | undefined)?.template as Json
+  const podSpec = template?.spec as PodSpec
+  const sidecar = podSpec?.initContainers?.find((c) => c.name === 'media-proxy') as Container
+  assert.ok(sidecar, `${path}: the proxy is an init container named media-proxy`)
+  const env = Object.fromEntries((sidecar.env ?? []).map((e) => [e.name, e]))
+  return { path, docs, template, podSpec, sidecar, env }
+}
+
+/** deployment.yaml: one application. several-applications.yaml: a directory of keys. */
+const single = loadWorkload('deploy/kubernetes/deployment.yaml')
+const several = loadWorkload('deploy/kubernetes/several-applications.yaml')
+const WORKLOADS = [single, several]
+const KUBERNETES_FILES = [
+  'deploy/kubernetes/deployment.yaml',
+  'deploy/kubernetes/secret.example.yaml',
+  'deploy/kubernetes/several-applications.yaml',
+  'deploy/kubernetes/applications-secret.example.yaml',
+]
+const { docs: k8s, podSpec, sidecar, env: sidecarEnv } = single
+
+function probePort(probe: unknown, container: Container = sidecar): number | undefined {
   const port = ((probe as Json | undefined)?.httpGet as Json | undefined)?.port
   if (typeof port === 'number') return port
-  return sidecar.ports?.find((p) => p.name === port)?.containerPort
+  return container.ports?.find((p) => p.name === port)?.containerPort
 }
 
 test('Kubernetes: the proxy is a native sidecar probed on the admin port', () => {
-  assert.ok(deployment, 'deployment.yaml holds a Deployment')
-  assert.ok(sidecar, 'the proxy is an init container named media-proxy')
-  assert.equal(sidecar.restartPolicy, 'Always', 'a native sidecar: an init container with restartPolicy Always')
-  assert.ok(podSpec.containers.length > 0, 'with an app container next to it')
-  for (const c of [...(podSpec.initContainers ?? []), ...podSpec.containers]) assertPinned(c.image, c.name)
+  for (const { path, template, podSpec, sidecar, env: sidecarEnv } of WORKLOADS) {
+    assert.equal(
+      sidecar.restartPolicy,
+      'Always',
+      `${path}: a native sidecar: an init container with restartPolicy Always`,
+    )
+    assert.ok(podSpec.containers.length > 0, `${path}: with an app container next to it`)
+    for (const c of [...(podSpec.initContainers ?? []), ...podSpec.containers])
+      assertPinned(c.image, `${path}: ${c.name}`)
 
-  for (const setting of ['PORT', 'ADMIN_PORT']) {
-    assert.equal(sidecarEnv[setting], undefined, `${setting} stays at the contract's default`)
+    for (const setting of ['PORT', 'ADMIN_PORT']) {
+      assert.equal(sidecarEnv[setting], undefined, `${path}: ${setting} stays at the contract's default`)
+    }
+    const expected = { startupProbe: '/readyz', readinessProbe: '/readyz', livenessProbe: '/healthz' }
+    for (const [probe, probePath] of Object.entries(expected)) {
+      const spec = sidecar[probe] as Json | undefined
+      assert.ok(spec, `${path}: ${probe} is set`)
+      assert.equal((spec.httpGet as Json).path, probePath, `${path}: ${probe} path`)
+      assert.equal(probePort(spec, sidecar), ADMIN_PORT, `${path}: ${probe} port`)
+    }
+    assert.ok(
+      sidecar.ports?.some((p) => p.containerPort === ADMIN_PORT),
+      `${path}: the admin port is declared (the probes name it)`,
+    )
+
+    const metadata = template.metadata as Json
+    const annotations = metadata.annotations as Record<string, string>
+    assert.equal(annotations['prometheus.io/scrape'], 'true')
+    assert.equal(annotations['prometheus.io/port'], String(ADMIN_PORT))
+    assert.equal(annotations['prometheus.io/path'], '/metrics')
+    // The target label the alert rules select proxies by (deploy/prometheus/alerts.yml).
+    assert.equal((metadata.labels as Json)['vonage-media-proxy'], 'true', `${path}: pod label vonage-media-proxy`)
+
+    const graceSeconds = podSpec.terminationGracePeriodSeconds as number
+    const shutdownMs = shutdownGraceMs({ SHUTDOWN_GRACE_MS: sidecarEnv.SHUTDOWN_GRACE_MS?.value })
+    assert.ok(
+      graceSeconds * 1000 > shutdownMs,
+      `${path}: terminationGracePeriodSeconds ${graceSeconds} > SHUTDOWN_GRACE_MS`,
+    )
   }
-  const expected = { startupProbe: '/readyz', readinessProbe: '/readyz', livenessProbe: '/healthz' }
-  for (const [probe, path] of Object.entries(expected)) {
-    const spec = sidecar[probe] as Json | undefined
-    assert.ok(spec, `${probe} is set`)
-    assert.equal((spec.httpGet as Json).path, path, `${probe} path`)
-    assert.equal(probePort(spec), ADMIN_PORT, `${probe} port`)
-  }
-  assert.ok(
-    sidecar.ports?.some((p) => p.containerPort === ADMIN_PORT),
-    'the admin port is declared (the probes name it)',
-  )
-
-  const annotations = (template.metadata as Json).annotations as Record<string, string>
-  assert.equal(annotations['prometheus.io/scrape'], 'true')
-  assert.equal(annotations['prometheus.io/port'], String(ADMIN_PORT))
-  assert.equal(annotations['prometheus.io/path'], '/metrics')
-
-  const graceSeconds = podSpec.terminationGracePeriodSeconds as number
-  const shutdownMs = shutdownGraceMs({ SHUTDOWN_GRACE_MS: sidecarEnv.SHUTDOWN_GRACE_MS?.value })
-  assert.ok(graceSeconds * 1000 > shutdownMs, `terminationGracePeriodSeconds ${graceSeconds} > SHUTDOWN_GRACE_MS`)
 })
 
 test('Kubernetes: the media port stays inside the pod, the admin port is open to probes and Prometheus', () => {
-  assert.ok(
-    isLoopback(sidecarEnv.HOST?.value),
-    `HOST=${sidecarEnv.HOST?.value}: the app container calls localhost:8080`,
-  )
-  assert.equal(sidecarEnv.ADMIN_HOST?.value, ALL_INTERFACES, 'the kubelet and Prometheus reach the admin port')
-  // Declared ports are informational, but a declared 8080 would invite a Service or a hostPort
-  // to point at an address where nothing listens: none is declared, on any container.
-  for (const c of [...(podSpec.initContainers ?? []), ...podSpec.containers]) {
-    for (const port of (c.ports ?? []) as (Json & { containerPort: number })[]) {
-      assert.notEqual(port.containerPort, MEDIA_PORT, `${c.name} declares the media port`)
-      assert.equal(port.hostPort, undefined, `${c.name}: no hostPort (${port.containerPort})`)
+  for (const { path, podSpec, env: sidecarEnv } of WORKLOADS) {
+    assert.ok(
+      isLoopback(sidecarEnv.HOST?.value),
+      `${path}: HOST=${sidecarEnv.HOST?.value}: the app container calls localhost:8080`,
+    )
+    assert.equal(
+      sidecarEnv.ADMIN_HOST?.value,
+      ALL_INTERFACES,
+      `${path}: the kubelet and Prometheus reach the admin port`,
+    )
+    // Declared ports are informational, but a declared 8080 would invite a Service or a hostPort
+    // to point at an address where nothing listens: none is declared, on any container.
+    for (const c of [...(podSpec.initContainers ?? []), ...podSpec.containers]) {
+      for (const port of (c.ports ?? []) as (Json & { containerPort: number })[]) {
+        assert.notEqual(port.containerPort, MEDIA_PORT, `${path}: ${c.name} declares the media port`)
+        assert.equal(port.hostPort, undefined, `${path}: ${c.name}: no hostPort (${port.containerPort})`)
+      }
     }
+    assert.notEqual(podSpec.hostNetwork, true, `${path}: no hostNetwork: the pod's loopback must be its own`)
   }
-  for (const path of ['deploy/kubernetes/deployment.yaml', 'deploy/kubernetes/secret.example.yaml']) {
+  for (const path of KUBERNETES_FILES) {
     for (const doc of loadDocuments(path).filter((d) => d.kind === 'Service' || d.kind === 'Ingress')) {
       const text = JSON.stringify(doc)
       const media = new RegExp(`"(targetPort|port|number)":(${MEDIA_PORT}(?!\\d)|"media")`)
       assert.doesNotMatch(text, media, `${path}: a ${doc.kind} exposes the media port`)
     }
   }
-  assert.notEqual(podSpec.hostNetwork, true, "no hostNetwork: the pod's loopback must be its own")
 })
 
 /** Kubernetes quantities: 100m, "1", 192Mi, 1Gi, 500M. */
@@ -643,16 +719,20 @@ test('Kubernetes: the resources quote docs/performance.md and fit MAX_IN_FLIGHT_
 })
 
 test('Kubernetes: every container runs non-root, read-only, unprivileged', () => {
-  const pod = podSpec.securityContext ?? {}
-  for (const c of [...(podSpec.initContainers ?? []), ...podSpec.containers]) {
-    const own = c.securityContext ?? {}
-    const effective = { ...pod, ...own }
-    assert.equal(effective.runAsNonRoot, true, `${c.name}: runAsNonRoot`)
-    assertNumericNonRootUser(effective.runAsUser, c.name)
-    assert.equal((effective.seccompProfile as Json | undefined)?.type, 'RuntimeDefault', `${c.name}: seccomp`)
-    assert.equal(own.readOnlyRootFilesystem, true, `${c.name}: readOnlyRootFilesystem`)
-    assert.equal(own.allowPrivilegeEscalation, false, `${c.name}: allowPrivilegeEscalation`)
-    assert.deepEqual((own.capabilities as Json | undefined)?.drop, ['ALL'], `${c.name}: capabilities drop ALL`)
+  for (const { path, podSpec } of WORKLOADS) {
+    const pod = podSpec.securityContext ?? {}
+    for (const c of [...(podSpec.initContainers ?? []), ...podSpec.containers]) {
+      const own = c.securityContext ?? {}
+      const effective = { ...pod, ...own }
+      const where = `${path}: ${c.name}`
+      assert.equal(effective.runAsNonRoot, true, `${where}: runAsNonRoot`)
+      assertNumericNonRootUser(effective.runAsUser, where)
+      assert.equal((effective.seccompProfile as Json | undefined)?.type, 'RuntimeDefault', `${where}: seccomp`)
+      assert.equal(own.readOnlyRootFilesystem, true, `${where}: readOnlyRootFilesystem`)
+      assert.equal(own.allowPrivilegeEscalation, false, `${where}: allowPrivilegeEscalation`)
+      assert.deepEqual((own.capabilities as Json | undefined)?.drop, ['ALL'], `${where}: capabilities drop ALL`)
+    }
+    assert.equal(podSpec.automountServiceAccountToken, false, `${path}: no service account token`)
   }
 })
 
@@ -681,13 +761,73 @@ test('Kubernetes: the key comes from a Secret volume the proxy sees rotate, the 
   assert.match(String((configMap?.data as Json | undefined)?.[String(ref.key)]), /^[0-9a-f-]{36}$/i)
 })
 
+test('Kubernetes, several applications: the keys are a Secret mounted where VONAGE_APPLICATIONS_DIR points', () => {
+  const { path, docs, podSpec, sidecar, env } = several
+  for (const setting of ['VONAGE_PRIVATE_KEY', 'VONAGE_PRIVATE_KEY_PATH']) {
+    assert.equal(env[setting], undefined, `${path}: every key comes from the directory, not ${setting}`)
+  }
+  const dir = env.VONAGE_APPLICATIONS_DIR?.value ?? ''
+  assert.ok(dir.startsWith('/'), `${path}: VONAGE_APPLICATIONS_DIR=${dir} is an absolute path`)
+  const mount = sidecar.volumeMounts?.find((m) => m.mountPath.replace(/\/$/, '') === dir.replace(/\/$/, ''))
+  assert.ok(mount, `${path}: a volume is mounted at VONAGE_APPLICATIONS_DIR (${dir})`)
+  assert.equal(mount.readOnly, true, 'the keys are mounted read-only')
+  assert.equal(mount.subPath, undefined, 'no subPath: the kubelet never updates those, so changes would not be seen')
+  const volume = podSpec.volumes?.find((v) => v.name === mount.name)
+  const secretVolume = volume?.secret as { secretName: string; defaultMode?: number; items?: unknown } | undefined
+  assert.ok(secretVolume?.secretName, 'the key volume is a Secret')
+  assert.equal(secretVolume.items, undefined, 'every entry of the Secret becomes a file: no items list to keep in step')
+  const mode = secretVolume.defaultMode ?? 0o644
+  assert.equal(mode & 0o007, 0, 'the key files are not world-readable')
+  assert.ok(mode & 0o040 && podSpec.securityContext?.fsGroup !== undefined, 'group-readable through fsGroup')
+
+  const secret = loadDocuments('deploy/kubernetes/applications-secret.example.yaml').find(
+    (doc) => doc.kind === 'Secret',
+  )
+  assert.equal((secret?.metadata as Json | undefined)?.name, secretVolume.secretName, 'the example Secret matches')
+  const entries = Object.keys({ ...(secret?.stringData as Json), ...(secret?.data as Json) })
+  assert.ok(entries.length >= 2, 'the example Secret holds several applications')
+  for (const entry of entries) {
+    assert.ok(entry.endsWith('.pem') && UUID.test(entry.slice(0, -4)), `Secret entry ${entry} is <application-id>.pem`)
+  }
+
+  // The default application is optional, and its key is one of the directory's.
+  const ref = (env.VONAGE_APPLICATION_ID?.valueFrom as Json | undefined)?.configMapKeyRef as Json | undefined
+  assert.ok(ref, 'VONAGE_APPLICATION_ID comes from a ConfigMap')
+  assert.equal(ref.optional, true, 'VONAGE_APPLICATION_ID is optional: without it, no default application')
+  const configMap = docs.find((doc) => doc.kind === 'ConfigMap' && (doc.metadata as Json).name === ref.name)
+  const id = (configMap?.data as Json | undefined)?.[String(ref.key)]
+  if (id !== undefined) {
+    assert.match(String(id), UUID)
+    assert.ok(
+      entries.includes(`${String(id).toLowerCase()}.pem`),
+      `the Secret holds the default application's ${id}.pem`,
+    )
+  }
+  assert.equal(docs.filter((doc) => doc.kind === 'Secret').length, 0, `${path} applies no Secret over the real one`)
+})
+
+test('Kubernetes, several applications: the same sidecar as deployment.yaml otherwise', () => {
+  assert.equal(several.sidecar.image, single.sidecar.image, 'the same image')
+  assert.deepEqual(several.sidecar.resources, single.sidecar.resources, 'the same resources (sized in deployment.yaml)')
+  for (const setting of ['HOST', 'ADMIN_HOST', 'SHUTDOWN_GRACE_MS', 'MAX_IN_FLIGHT_REQUESTS']) {
+    assert.deepEqual(several.env[setting], single.env[setting], `the same ${setting}`)
+  }
+  for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) {
+    assert.deepEqual(several.sidecar[probe], single.sidecar[probe], `the same ${probe}`)
+  }
+  assert.deepEqual(several.podSpec.securityContext, single.podSpec.securityContext, 'the same pod securityContext')
+  assert.equal(several.podSpec.terminationGracePeriodSeconds, single.podSpec.terminationGracePeriodSeconds)
+  const lines = read(several.path).split('\n')
+  const at = lines.findIndex((line) => line.trim() === 'resources:')
+  assert.match(
+    lines.slice(Math.max(0, at - 3), at).join(' '),
+    /deployment\.yaml/,
+    'the sizing comment points at deployment.yaml',
+  )
+})
+
 test('no shipped deployment file embeds a usable private key', () => {
-  for (const path of [
-    'Dockerfile',
-    'docker-compose.yml',
-    'deploy/kubernetes/deployment.yaml',
-    'deploy/kubernetes/secret.example.yaml',
-  ]) {
+  for (const path of ['Dockerfile', 'docker-compose.yml', ...KUBERNETES_FILES]) {
     assertNoPrivateKey(read(path), path)
   }
 })

@@ -9,7 +9,16 @@ import { join } from 'node:path'
 import { type TestContext, test } from 'node:test'
 import { request } from 'undici'
 import type { VonageEmulator } from '../src/emulator/emulator.js'
-import { keys, MEDIA_ID, makeKeys, type RunningProxy, startEmulator, startProxy, waitFor } from './helpers.js'
+import {
+  APPLICATION_ID,
+  keys,
+  MEDIA_ID,
+  makeKeys,
+  type RunningProxy,
+  startEmulator,
+  startProxy,
+  waitFor,
+} from './helpers.js'
 
 const newKeys = makeKeys()
 
@@ -98,7 +107,10 @@ test('a key file replaced by rename is used within 5 s, with no failed request',
   // Once the new key is in use, the old one never signs again.
   const firstNew = emulator.requests.findIndex((r) => signedBy(r.headers.authorization, newKeys.publicKey))
   for (const r of emulator.requests.slice(firstNew)) assert.ok(signedBy(r.headers.authorization, newKeys.publicKey))
-  assert.equal(await metricValue(proxy, 'media_proxy_key_reloads_total{result="success"}'), 1)
+  assert.equal(
+    await metricValue(proxy, `media_proxy_key_reloads_total{application="${APPLICATION_ID}",result="success"}`),
+    1,
+  )
 })
 
 test('a Kubernetes secret update (..data symlink swap) is picked up', async (t) => {
@@ -121,7 +133,10 @@ test('a Kubernetes secret update (..data symlink swap) is picked up', async (t) 
   rmSync(join(dir, '..2026_11_28_01'), { recursive: true })
 
   await rotatesTo(emulator, proxy)
-  assert.equal(await metricValue(proxy, 'media_proxy_key_reloads_total{result="success"}'), 1)
+  assert.equal(
+    await metricValue(proxy, `media_proxy_key_reloads_total{application="${APPLICATION_ID}",result="success"}`),
+    1,
+  )
 })
 
 test('an invalid replacement is refused and logged; the old key stays in use', async (t) => {
@@ -132,14 +147,19 @@ test('an invalid replacement is refused and logged; the old key stays in use', a
 
   writeFileSync(keyPath, '-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n')
   await waitFor(
-    async () => (await metricValue(proxy, 'media_proxy_key_reloads_total{result="failure"}')) === 1,
+    async () =>
+      (await metricValue(proxy, `media_proxy_key_reloads_total{application="${APPLICATION_ID}",result="failure"}`)) ===
+      1,
     'the refused reload to be counted',
   )
   const res = await request(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
   await res.body.arrayBuffer()
   assert.equal(res.statusCode, 200)
   assert.ok(signedBy(emulator.requests.at(-1)?.headers.authorization, keys.publicKey))
-  assert.equal(await metricValue(proxy, 'media_proxy_key_reloads_total{result="success"}'), 0)
+  assert.equal(
+    await metricValue(proxy, `media_proxy_key_reloads_total{application="${APPLICATION_ID}",result="success"}`),
+    0,
+  )
   const refusal = proxy.logs.find((line) => line.msg === 'private key replacement refused; keeping the old key')
   assert.ok(refusal, 'the refusal is logged')
   assert.equal(refusal.level, 50)
@@ -155,11 +175,16 @@ test('a deleted key file is logged and counted as a failed reload; the key in us
   const keyPath = join(dir, 'private.key')
   writeFileSync(keyPath, keys.pkcs8)
   const { emulator, proxy } = await setup(t, keyPath)
-  const failures = await metricValue(proxy, 'media_proxy_key_reloads_total{result="failure"}')
+  const failures = await metricValue(
+    proxy,
+    `media_proxy_key_reloads_total{application="${APPLICATION_ID}",result="failure"}`,
+  )
 
   rmSync(keyPath)
   await waitFor(
-    async () => (await metricValue(proxy, 'media_proxy_key_reloads_total{result="failure"}')) === failures + 1,
+    async () =>
+      (await metricValue(proxy, `media_proxy_key_reloads_total{application="${APPLICATION_ID}",result="failure"}`)) ===
+      failures + 1,
     'the missing key file to be counted',
   )
   const warning = proxy.logs.find((line) => String(line.reason ?? '').includes('ENOENT'))
@@ -176,7 +201,7 @@ test('a deleted key file is logged and counted as a failed reload; the key in us
     return signedBy(emulator.requests.at(-1)?.headers.authorization, newKeys.publicKey)
   }, 'the new key file to be used')
   assert.equal(
-    await metricValue(proxy, 'media_proxy_key_reloads_total{result="failure"}'),
+    await metricValue(proxy, `media_proxy_key_reloads_total{application="${APPLICATION_ID}",result="failure"}`),
     failures + 1,
     'reported once',
   )

@@ -8,7 +8,7 @@ import { Counter, Histogram, Registry } from 'prom-client'
 import { request } from 'undici'
 import type { VonageEmulator } from '../src/emulator/emulator.js'
 import { DURATION_BUCKETS, Metrics, UPSTREAM_BUCKETS } from '../src/observability/metrics.js'
-import { MEDIA_ID, type RunningProxy, startEmulator, startProxy, waitFor } from './helpers.js'
+import { APPLICATION_ID, MEDIA_ID, type RunningProxy, startEmulator, startProxy, waitFor } from './helpers.js'
 
 const MISSING_ID = '0f0f0f0f-1111-4222-8333-444444444444'
 const BIG_ID = '2c3d4e5f-6a7b-4c8d-9e0f-a1b2c3d4e5f6'
@@ -25,9 +25,10 @@ const CONTRACT: Record<string, { type: string; labels: string[] }> = {
   media_proxy_response_bytes_total: { type: 'counter', labels: ['route'] },
   media_proxy_in_flight_requests: { type: 'gauge', labels: [] },
   media_proxy_upstream_retries_total: { type: 'counter', labels: ['reason'] },
-  media_proxy_token_refreshes_total: { type: 'counter', labels: ['result'] },
-  media_proxy_token_expiry_timestamp_seconds: { type: 'gauge', labels: [] },
-  media_proxy_key_reloads_total: { type: 'counter', labels: ['result'] },
+  media_proxy_token_refreshes_total: { type: 'counter', labels: ['application', 'result'] },
+  media_proxy_token_expiry_timestamp_seconds: { type: 'gauge', labels: ['application'] },
+  media_proxy_key_reloads_total: { type: 'counter', labels: ['application', 'result'] },
+  media_proxy_applications_loaded: { type: 'gauge', labels: [] },
 }
 
 /** A few of prom-client's default metrics, the ones the dashboard relies on. */
@@ -175,6 +176,11 @@ test('every contract metric is exposed with its type and label names, plus build
   for (const s of expo.samples) {
     for (const [label, value] of Object.entries(s.labels)) {
       if (label === 'host' && s.name.startsWith('media_proxy_upstream_latency_seconds')) continue
+      // An application id is a UUID, bounded by the applications configured: here, one.
+      if (label === 'application') {
+        assert.equal(value, APPLICATION_ID, s.name)
+        continue
+      }
       assert.doesNotMatch(value, /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/i, `${s.name}`)
       assert.ok(!value.includes('127.0.0.1') && !value.includes('elsewhere'), `${s.name}{${value}}`)
       for (const port of ports) assert.ok(!value.includes(port), `${s.name}{${value}} holds a port`)

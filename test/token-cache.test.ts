@@ -94,7 +94,13 @@ class ScriptedSigner extends TokenSigner {
 function setup(options: { onRefresh?: (result: RefreshResult) => void } = {}) {
   const clock = new ManualClock(T0)
   const signer = new ScriptedSigner(clock)
-  const cache = new TokenCache(signer, { ttlSeconds: TTL_SECONDS, clock, proactive: false, ...options })
+  const onRefresh = options.onRefresh
+  const cache = new TokenCache(signer, {
+    ttlSeconds: TTL_SECONDS,
+    clock,
+    proactive: false,
+    onRefresh: onRefresh && ((_application, result) => onRefresh(result)),
+  })
   return { clock, signer, cache }
 }
 
@@ -383,7 +389,7 @@ test('through the proxy: with a broken key, the old token serves until its floor
   assert.ok(token)
 
   // The key becomes unusable: an RS256 signature with an EC key fails.
-  proxy.app.signer.setKey(generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey)
+  proxy.app.applications.signer(APPLICATION_ID)?.setKey(generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey)
   clock.advance(REFRESH_AFTER_MS + 1_000)
   assert.equal((await get()).status, 200, 'still inside the floor: the current token serves')
   assert.equal(receivedClaims(emulator.requests.at(-1)?.headers.authorization).jti, token.jti)

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { request } from 'undici'
 import type { RecordedRequest } from '../src/emulator/emulator.js'
-import { concurrentStatuses, MEDIA_ID, startEmulator, startProxy } from './helpers.js'
+import { APPLICATION_ID, concurrentStatuses, MEDIA_ID, startEmulator, startProxy } from './helpers.js'
 
 const FAST_RETRY = { maxRetries: 2, baseDelayMs: 1, maxDelayMs: 5 }
 const SIZE = 2_048
@@ -93,5 +93,8 @@ test('many concurrent requests refused with the same revoked token cause one new
   assert.ok(!fresh.has(first.jti))
   // Signatures made, not only tokens used: the start-up one and exactly one more.
   const { body } = await proxy.app.metrics.exposition()
-  assert.match(body, /media_proxy_token_refreshes_total\{result="success"\} 2\n/)
+  assert.match(
+    body,
+    new RegExp(`media_proxy_token_refreshes_total\\{application="${APPLICATION_ID}",result="success"\\} 2\n`),
+  )
 })

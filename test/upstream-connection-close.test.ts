@@ -13,7 +13,9 @@ import { syntheticStream } from '../src/emulator/media-store.js'
 import type { ProxyError } from '../src/errors.js'
 import { type Exchange, type ResponseSink, UpstreamClient, type UpstreamRequest } from '../src/relay/upstream.js'
 import {
+  APPLICATION_ID,
   accessLines,
+  keys,
   MEDIA_ID,
   pausedDownload,
   proxyEnv,
@@ -108,7 +110,7 @@ for (const framing of ['Content-Length', 'chunked', 'close-delimited'] as const)
       closeDelimited: framing === 'close-delimited',
     })
     const config = loadConfig({ env: proxyEnv(emulator.url) })
-    const tokens = new TokenCache(new TokenSigner(config.privateKey, config.applicationId, config.jwtTtlSeconds), {
+    const tokens = new TokenCache(new TokenSigner(keys.privateKey, APPLICATION_ID, config.jwtTtlSeconds), {
       ttlSeconds: config.jwtTtlSeconds,
       proactive: false,
     })
@@ -116,6 +118,7 @@ for (const framing of ['Content-Length', 'chunked', 'close-delimited'] as const)
     t.after(() => client.close())
     const origin = new URL(emulator.url)
     const request: UpstreamRequest = {
+      applicationId: APPLICATION_ID,
       origin: origin.origin,
       host: origin.hostname,
       path: `/v3/media/${MEDIA_ID}`,
@@ -152,7 +155,7 @@ test('a keep-alive upstream that closes right after the last byte: a relay that 
     upstream.close()
   })
   const config = loadConfig({ env: proxyEnv(`http://127.0.0.1:${(upstream.address() as net.AddressInfo).port}`) })
-  const tokens = new TokenCache(new TokenSigner(config.privateKey, config.applicationId, config.jwtTtlSeconds), {
+  const tokens = new TokenCache(new TokenSigner(keys.privateKey, APPLICATION_ID, config.jwtTtlSeconds), {
     ttlSeconds: config.jwtTtlSeconds,
     proactive: false,
   })
@@ -162,7 +165,14 @@ test('a keep-alive upstream that closes right after the last byte: a relay that 
     const sink = new PausingSink()
     const origin = `http://127.0.0.1:${(upstream.address() as net.AddressInfo).port}`
     sink.exchange = client.send(
-      { origin, host: '127.0.0.1', path: `/v3/media/${MEDIA_ID}`, method: 'GET', headers: [] },
+      {
+        applicationId: APPLICATION_ID,
+        origin,
+        host: '127.0.0.1',
+        path: `/v3/media/${MEDIA_ID}`,
+        method: 'GET',
+        headers: [],
+      },
       sink,
     )
     assert.equal(await sink.outcome, 'end', `attempt ${i}`)

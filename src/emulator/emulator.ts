@@ -80,6 +80,8 @@ export interface RecordedRequest {
   servername: string | undefined
   /** The jti of a valid token, if one was presented. */
   jti: string | undefined
+  /** The application_id of a valid token. */
+  application: string | undefined
   status: number | undefined
   /** True once the response ended without being completely sent (client went away or reset). */
   aborted: boolean
@@ -99,7 +101,8 @@ export class VonageEmulator {
   readonly requests: RecordedRequest[] = []
   readonly faults: Fault[] = []
   readonly revokedTokenIds = new Set<string>()
-  #publicKeys: KeyObject[]
+  /** Per application id, the public keys its tokens may be signed with. */
+  readonly #applications = new Map<string, KeyObject[]>()
   readonly #applicationId: string
   readonly #now: () => number
   readonly #server: Server
@@ -109,8 +112,8 @@ export class VonageEmulator {
   readonly #tls: boolean
 
   constructor(options: EmulatorOptions) {
-    this.#publicKeys = [publicKeyOf(options.publicKey)]
     this.#applicationId = options.applicationId
+    this.#applications.set(options.applicationId, [publicKeyOf(options.publicKey)])
     this.#now = options.now ?? (() => Date.now() / 1000)
     this.#host = options.host ?? '127.0.0.1'
     this.#port = options.port ?? 0
@@ -126,7 +129,12 @@ export class VonageEmulator {
 
   /** Trust these application keys from now on (the application's key was rotated). */
   setPublicKeys(...keys: (KeyObject | string)[]): void {
-    this.#publicKeys = keys.map(publicKeyOf)
+    this.#applications.set(this.#applicationId, keys.map(publicKeyOf))
+  }
+
+  /** Another application of the same account: its tokens are checked against these keys. */
+  addApplication(applicationId: string, ...keys: (KeyObject | string)[]): void {
+    this.#applications.set(applicationId, keys.map(publicKeyOf))
   }
 
   async listen(): Promise<string> {
@@ -161,6 +169,7 @@ export class VonageEmulator {
       host: req.headers.host,
       servername: servernameOf(req),
       jti: undefined,
+      application: undefined,
       status: undefined,
       aborted: false,
       closed: false,
@@ -214,8 +223,8 @@ export class VonageEmulator {
       if (fault.status === 401) res.setHeader('www-authenticate', 'Bearer realm="vonage-emulator"')
       return problem(res, fault.status, 'Injected fault', `The emulator was told to answer ${fault.status}.`)
     }
-    const checks = this.#publicKeys.map((key) =>
-      verifyApplicationToken(req.headers.authorization, key, this.#applicationId, this.#now()),
+    const checks = [...this.#applications].flatMap(([applicationId, keys]) =>
+      keys.map((key) => verifyApplicationToken(req.headers.authorization, key, applicationId, this.#now())),
     )
     const check = checks.find((result) => result.ok) ?? (checks[0] as TokenCheck)
     if (!check.ok || this.revokedTokenIds.has(check.token.claims.jti)) {
@@ -224,6 +233,7 @@ export class VonageEmulator {
       return problem(res, 401, 'Invalid Token', `The request is not authorized: ${reason}.`)
     }
     record.jti = check.token.claims.jti
+    record.application = check.token.claims.application_id
     const item = store.get(id)
     if (!item) {
       const what = store === this.media ? 'media item' : 'recording'

@@ -26,7 +26,8 @@ export class AccessLog {
 
   /**
    * reqId (a validated charset or a UUID), method (a token Node's parser accepted), mediaId (a
-   * UUID), upstreamHost (a configured host name) and the peer address need no escaping; path
+   * UUID), application (a UUID), upstreamHost (a configured host name) and the peer address
+   * need no escaping; path
    * and user agent come from the client.
    */
   write(outcome: Outcome): void {
@@ -38,6 +39,7 @@ export class AccessLog {
         `,"method":"${outcome.method}","path":${JSON.stringify(outcome.path)}` +
         `,"mediaId":${media ? `"${media.mediaId}"` : 'null'},"status":${outcome.status}` +
         `,"bytes":${outcome.bytes},"durationMs":${round(outcome.seconds * 1000)}` +
+        `,"application":${media ? `"${media.application}"` : null}` +
         `,"upstreamHost":${media ? `"${media.upstreamHost}"` : null}` +
         `,"upstreamStatus":${media?.upstreamStatus ?? null}` +
         `,"upstreamMs":${media?.upstreamMs == null ? null : round(media.upstreamMs)}` +

@@ -4,6 +4,7 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { isLoopback } from '../config.js'
+import type { Applications } from '../credentials/applications.js'
 import type { TokenCache } from '../credentials/token-cache.js'
 import { errors, ProxyError, sendProblem } from '../errors.js'
 import { prepareServer, refuseEarly, serverOptions } from '../http-servers.js'
@@ -14,13 +15,14 @@ export interface AdminServerOptions {
   logger: Logger
   metrics: Metrics
   tokens: TokenCache
+  applications: Applications
   isDraining: () => boolean
   /** POST /quitquitquit: answer 202, then shut down as on SIGTERM. */
   requestShutdown: () => void
 }
 
 export async function createAdminServer(options: AdminServerOptions): Promise<FastifyInstance> {
-  const { metrics, tokens, isDraining, requestShutdown } = options
+  const { metrics, tokens, applications, isDraining, requestShutdown } = options
   const refusals = new EarlyRefusals()
   const app = Fastify(serverOptions(options.logger, refusals))
   prepareServer(app, refusals)
@@ -37,7 +39,10 @@ export async function createAdminServer(options: AdminServerOptions): Promise<Fa
 
   app.get('/readyz', async (_request, reply) => {
     if (isDraining()) return sendProblem(reply, errors.shuttingDown())
-    if (!tokens.peek()) return sendProblem(reply, errors.tokenUnavailable())
+    // The default application's token; with several applications and no default, a key at all.
+    // Never a signature: a thousand applications do not mean a thousand tokens to be ready.
+    const ready = tokens.defaultApplicationId === undefined ? applications.size > 0 : tokens.peek() !== undefined
+    if (!ready) return sendProblem(reply, errors.tokenUnavailable())
     return reply.type('text/plain').send('ready\n')
   })
 

@@ -128,21 +128,23 @@ export class Metrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   })
+  // The application label is bounded by the applications configured.
   readonly #tokenRefreshes = new Counter({
     name: 'media_proxy_token_refreshes_total',
-    help: 'Application JWT signing attempts, by result.',
-    labelNames: ['result'] as const,
+    help: 'Application JWT signing attempts, by application and result.',
+    labelNames: ['application', 'result'] as const,
     registers: [this.registry],
   })
   readonly #tokenExpiry = new Gauge({
     name: 'media_proxy_token_expiry_timestamp_seconds',
-    help: 'Expiry (exp claim, Unix seconds) of the newest application JWT.',
+    help: "Expiry (exp claim, Unix seconds) of each application's newest JWT.",
+    labelNames: ['application'] as const,
     registers: [this.registry],
   })
   readonly #keyReloads = new Counter({
     name: 'media_proxy_key_reloads_total',
-    help: 'Private key file reloads, by result.',
-    labelNames: ['result'] as const,
+    help: 'Private key reloads (a file replaced, added or refused), by application and result.',
+    labelNames: ['application', 'result'] as const,
     registers: [this.registry],
   })
 
@@ -181,9 +183,26 @@ export class Metrics {
       labelNames: ['version'] as const,
       registers: [this.registry],
     }).set({ version }, 1)
+  }
+
+  /** The applications-loaded gauge reads this at scrape time; the default's series start at 0. */
+  watchApplications(count: () => number, defaultApplication: string | undefined): void {
+    new Gauge({
+      name: 'media_proxy_applications_loaded',
+      help: 'Vonage applications the proxy holds a key for.',
+      registers: [this.registry],
+      collect() {
+        this.set(count())
+      },
+    })
+    if (defaultApplication !== undefined) this.addApplication(defaultApplication)
+  }
+
+  /** An application's series start at 0, so that its first failure shows as an increase. */
+  addApplication(application: string): void {
     for (const result of ['success', 'failure'] as const) {
-      this.#tokenRefreshes.inc({ result }, 0)
-      this.#keyReloads.inc({ result }, 0)
+      this.#tokenRefreshes.inc({ application, result }, 0)
+      this.#keyReloads.inc({ application, result }, 0)
     }
   }
 
@@ -232,13 +251,18 @@ export class Metrics {
     this.#retries.inc({ reason })
   }
 
-  countTokenRefresh(result: RefreshResult, token: Token | undefined): void {
-    this.#tokenRefreshes.inc({ result })
-    if (token) this.#tokenExpiry.set(token.exp)
+  countTokenRefresh(application: string, result: RefreshResult, token: Token | undefined): void {
+    this.#tokenRefreshes.inc({ application, result })
+    if (token) this.#tokenExpiry.set({ application }, token.exp)
   }
 
-  countKeyReload(result: KeyReloadResult): void {
-    this.#keyReloads.inc({ result })
+  /** A key that is gone takes its expiry series with it. */
+  forgetApplication(application: string): void {
+    this.#tokenExpiry.remove({ application })
+  }
+
+  countKeyReload(application: string, result: KeyReloadResult): void {
+    this.#keyReloads.inc({ application, result })
   }
 
   async exposition(): Promise<{ contentType: string; body: string }> {

@@ -79,6 +79,7 @@ export class MediaDownload implements ResponseSink, RequestResources {
     return {
       mediaId: this.#mediaId,
       upstreamHost: this.#upstreamRequest.host,
+      application: this.#upstreamRequest.applicationId,
       retries: summary?.retries ?? 0,
       upstreamStatus: summary?.upstreamStatus ?? null,
       upstreamMs: summary?.upstreamMs ?? null,

@@ -5,8 +5,10 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import type { Config } from '../config.js'
+import type { ClientKey, Config } from '../config.js'
+import type { Applications } from '../credentials/applications.js'
 import { errors, sendProblem } from '../errors.js'
+import { UUID } from '../uuid.js'
 import { FORWARDED_REQUEST_HEADERS } from './headers.js'
 import { type DownloadDeps, MediaDownload } from './media-download.js'
 import { decidePath, type MediaPaths } from './media-paths.js'
@@ -18,10 +20,15 @@ export const MEDIA_ALLOW = 'GET, HEAD'
 
 export interface MediaRouteOptions extends DownloadDeps {
   readonly config: Config
+  readonly applications: Applications
 }
 
+/** The request header that names the application; never forwarded (the allowlist has it not). */
+const APPLICATION_HEADER = 'vonage-application-id'
+
 async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Promise<void> {
-  const { config } = options
+  const { config, applications } = options
+  const defaultApplication = config.applicationId
   const paths: MediaPaths = { base: config.upstreamBaseUrl, hosts: config.upstreamHosts }
   const checkClientKey = clientKeyCheck(config.inboundApiKeys)
 
@@ -30,12 +37,29 @@ async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Pr
     const decision = decidePath(request.raw.url ?? '', paths)
     if (decision.kind === 'host-not-allowed') return sendProblem(reply, errors.hostNotAllowed())
     if (decision.kind !== 'file') return sendProblem(reply, errors.invalidMediaId())
-    if (!checkClientKey(request.headers.authorization)) return sendProblem(reply, errors.unauthorized())
+    const clientKey = checkClientKey(request.headers.authorization)
+    if (clientKey === undefined) return sendProblem(reply, errors.unauthorized())
+    const named = request.headers[APPLICATION_HEADER]
+    let applicationId: string | undefined
+    if (named === undefined) {
+      if (defaultApplication === undefined) return sendProblem(reply, errors.applicationRequired())
+      applicationId = defaultApplication
+    } else {
+      applicationId = typeof named === 'string' ? named.trim().toLowerCase() : ''
+    }
+    // The default too: its key may have been removed from the directory.
+    if (!UUID.test(applicationId) || !applications.has(applicationId)) {
+      return sendProblem(reply, errors.unknownApplication())
+    }
+    if (clientKey !== ALL_APPLICATIONS && !clientKey.has(applicationId)) {
+      return sendProblem(reply, errors.applicationForbidden())
+    }
 
     // From here the response is written to the socket directly, not through reply.
     reply.hijack()
     const { target } = decision
     const download = new MediaDownload(request, request.served as ServedRequest, reply.raw, options, target.id, {
+      applicationId,
       origin: target.origin,
       host: target.host,
       path: target.path,
@@ -75,18 +99,30 @@ function forwardedHeaders(request: FastifyRequest): string[] {
   return headers
 }
 
-/** Compares in constant time against every key, so timing tells nothing about which matched. */
-function clientKeyCheck(keys: string[]): (authorization: string | undefined) => boolean {
-  if (keys.length === 0) return () => true
-  const digests = keys.map((key) => createHash('sha256').update(key).digest())
+/** What a client key may use: every application, or those listed. */
+const ALL_APPLICATIONS = Symbol('all applications')
+type Scope = typeof ALL_APPLICATIONS | ReadonlySet<string>
+
+/**
+ * The scope of the key presented, or undefined when it is missing or wrong. Compares in constant
+ * time against every key, so timing tells nothing about which matched.
+ */
+function clientKeyCheck(keys: readonly ClientKey[]): (authorization: string | undefined) => Scope | undefined {
+  if (keys.length === 0) return () => ALL_APPLICATIONS
+  const digests = keys.map(({ key, applications }) => ({
+    digest: createHash('sha256').update(key).digest(),
+    scope: (applications ?? ALL_APPLICATIONS) as Scope,
+  }))
   return (authorization) => {
     const match = /^Bearer ([\x21-\x7e]+)$/i.exec(authorization ?? '')
     const presented = createHash('sha256')
       .update(match?.[1] ?? '')
       .digest()
-    let ok = false
-    for (const digest of digests) ok = timingSafeEqual(digest, presented) || ok
-    return ok && match !== null
+    let scope: Scope | undefined
+    for (const { digest, scope: keyScope } of digests) {
+      if (timingSafeEqual(digest, presented) && scope === undefined) scope = keyScope
+    }
+    return match === null ? undefined : scope
   }
 }
 

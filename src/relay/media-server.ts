@@ -5,6 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import Fastify from 'fastify'
 import type { Logger } from 'pino'
 import type { Config } from '../config.js'
+import type { Applications } from '../credentials/applications.js'
 import { errors, sendProblem } from '../errors.js'
 import { prepareServer, refuseEarly, serverOptions } from '../http-servers.js'
 import { EarlyRefusals } from './client-errors.js'
@@ -19,6 +20,7 @@ const MEDIA_PATH = /^\/((v3\/)?media|v1\/files|[^/?]+\/(v3\/media|v1\/files))\//
 
 export interface MediaServerOptions extends DownloadDeps {
   readonly config: Config
+  readonly applications: Applications
   readonly logger: Logger
   readonly isDraining: () => boolean
   /** Each request's outcome, once it is over. */
@@ -61,6 +63,7 @@ export async function createMediaServer(options: MediaServerOptions): Promise<Me
 
   await server.register(mediaRoute, {
     config,
+    applications: options.applications,
     upstream: options.upstream,
     inFlight: options.inFlight,
     sendTimeoutMs: options.sendTimeoutMs,

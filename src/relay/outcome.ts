@@ -29,6 +29,8 @@ export interface MediaOutcome {
   readonly mediaId: string
   /** The Vonage host it was asked of. */
   readonly upstreamHost: string
+  /** The Vonage application whose token it carried. */
+  readonly application: string
   readonly retries: number
   readonly upstreamStatus: number | null
   readonly upstreamMs: number | null

@@ -37,6 +37,8 @@ export interface ResponseSink {
 
 /** What one media request asks of the upstream. */
 export interface UpstreamRequest {
+  /** Whose token the request carries. */
+  readonly applicationId: string
   /** scheme://host[:port] of the upstream. */
   readonly origin: string
   /** Its host name, for metrics and logs. */
@@ -147,12 +149,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
   /** Sends the next attempt with the cached token: synchronously while it is fresh. */
   attempt(): void {
     const tokens = this.#context.tokens
-    const token = tokens.current()
+    const applicationId = this.#request.applicationId
+    const token = tokens.current(applicationId)
     if (token) {
       this.#dispatch(token)
       return
     }
-    tokens.get().then(
+    tokens.get(applicationId).then(
       (fresh) => this.#dispatch(fresh),
       (err: unknown) => {
         if (!this.#cancelled) this.#sink.fail(toProxyError(err))
