@@ -112,12 +112,18 @@ test('the header chooses the application; without a default, no header is 400; t
   )
 })
 
-test('VONAGE_APPLICATION_ID names the default, whose key may come from the directory', async (t) => {
-  const { emulator, proxy } = await setup(t, [A, B], { VONAGE_APPLICATION_ID: B })
+test('VONAGE_APPLICATION_ID names the default, whose key may come from the directory; without its key, not ready', async (t) => {
+  const { dir, emulator, proxy } = await setup(t, [A, B], { VONAGE_APPLICATION_ID: B })
   assert.equal((await get(proxy)).status, 200)
   assert.equal(last(emulator).application, B)
   assert.equal((await get(proxy, { 'vonage-application-id': A })).status, 200)
   assert.equal(last(emulator).application, A)
+
+  // The default's key removed: requests that name no application are 400, and not ready.
+  rmSync(join(dir, `${B}.pem`))
+  await waitFor(async () => (await get(proxy)).status === 400, 'the default gone', 5_000)
+  assert.equal((await request(`${proxy.adminUrl}/readyz`)).statusCode, 503)
+  assert.equal((await get(proxy, { 'vonage-application-id': A })).status, 200)
 })
 
 test('a client key scoped to A can never obtain B: 403 and nothing sent; a plain key may use both', async (t) => {
