@@ -6,6 +6,7 @@
 // test can: in-process through the app's CA hook, in a real process through NODE_EXTRA_CA_CERTS.
 import assert from 'node:assert/strict'
 import { type TestContext, test } from 'node:test'
+import fc from 'fast-check'
 import { request } from 'undici'
 import type { VonageEmulator } from '../src/emulator/emulator.js'
 import type { ThrowawayCa } from '../src/emulator/throwaway-ca.js'
@@ -135,4 +136,39 @@ test('a real process trusts the emulator through NODE_EXTRA_CA_CERTS, and refuse
   assert.equal(refused.statusCode, 502)
   await refused.body.dump()
   assert.equal(emulator.requests.length, 1)
+})
+
+test('fuzz through the proxy: 2,000 odd paths, and every request that reaches any host is a listed host and a file path', async (t) => {
+  const { emulator, proxy } = await setup(t)
+  emulator.media.addSynthetic(RECORDING_ID, 16)
+  const hosts = fc.oneof(
+    fc.constantFrom(
+      ...HOSTS,
+      'evil.example',
+      'api-eu.nexmo.com.',
+      'api-eu.nexmo.com:443',
+      '%61pi.nexmo.com',
+      'API.NEXMO.COM',
+    ),
+    fc.domain(),
+  )
+  const ids = fc.oneof(fc.constant(MEDIA_ID), fc.uuid(), fc.constant(`${MEDIA_ID}/x`), fc.constant('..%2f..%2fetc'))
+  const paths = fc.oneof(
+    fc
+      .tuple(hosts, fc.constantFrom('/v3/media/', '/v1/files/', '/v3/media//', '/v2/media/'), ids)
+      .map(([host, kind, id]) => `/${host}${kind}${id}`),
+    fc.tuple(fc.constantFrom('/media/', '/v3/media/', '/v1/files/', '//'), ids).map(([prefix, id]) => prefix + id),
+  )
+  const samples = fc.sample(paths, { numRuns: 2_000, seed: 2026 })
+  for (const path of samples) {
+    const res = await rawRequest(proxy.mediaUrl, 'GET', path.replace(/[^\x21-\x7e]/g, '_'))
+    assert.ok([200, 400, 403, 404, 502].includes(res.status), `${path}: ${res.status}`)
+  }
+  const allowed = new Set(HOSTS)
+  for (const upstream of emulator.requests) {
+    assert.ok(allowed.has(upstream.servername ?? ''), `reached ${upstream.servername}`)
+    assert.equal(upstream.host, upstream.servername)
+    assert.match(upstream.url, /^\/(v3\/media|v1\/files)\/[0-9a-f-]{36}$/i)
+  }
+  assert.ok(emulator.requests.length > 100, `only ${emulator.requests.length} requests reached the emulator`)
 })
