@@ -81,6 +81,8 @@ export interface AppDeps {
    * cannot set NODE_EXTRA_CA_CERTS after start. Verification itself is never turned off.
    */
   upstreamCa?: string
+  /** Bytes queued for a client before the upstream is paused; 64 KiB by default. */
+  relayBufferBytes?: number
 }
 
 export interface ProxyApp {
@@ -168,6 +170,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
     applications,
     inFlight,
     sendTimeoutMs: deps.sendTimeoutMs ?? DEFAULT_SEND_TIMEOUT_MS,
+    relayBufferBytes: deps.relayBufferBytes,
     isDraining: () => draining,
     onOutcome: (outcome: Outcome) => {
       metrics.observeRequest(outcome)

@@ -157,7 +157,7 @@ export interface LoadOptions {
 }
 
 /** Environment variables with these prefixes are meant for the proxy: an unknown one is a typo. */
-const SETTING_PREFIXES = ['VONAGE_', 'UPSTREAM_', 'JWT_', 'CACHE_', 'LINK_', 'MAX_']
+const SETTING_PREFIXES = ['VONAGE_', 'UPSTREAM_', 'JWT_', 'CACHE_', 'LINK_', 'MAX_', 'INBOUND_', 'ADMIN_', 'SHUTDOWN_']
 /** The example file's placeholder client key: a real deployment must not use it. */
 const PLACEHOLDER_KEY = 'replace-me-with-a-long-random-key'
 const MIN_CLIENT_KEY_LENGTH = 16

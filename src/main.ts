@@ -90,7 +90,8 @@ async function main(): Promise<void> {
       )
     }
     const loaded = config.applicationsDir ? `, ${applications.size} application key(s) loaded` : ''
-    process.stdout.write(`configuration ok: settings valid, key loaded, token signed${loaded}\n`)
+    const signed = config.applicationId !== undefined ? ', key loaded, token signed' : ''
+    process.stdout.write(`configuration ok: settings valid${signed}${loaded}\n`)
     return
   }
 

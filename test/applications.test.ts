@@ -203,6 +203,26 @@ test('keys added, replaced, refused and removed are seen within 5 s while the ot
     (await metric(proxy, new RegExp(`^media_proxy_key_reloads_total\\{application="${A}",result="failure"\\}`))) >= 1,
   )
 
+  // Two files for one application, names differing in case: refused once, the key in use stays.
+  const failures = await metric(
+    proxy,
+    new RegExp(`^media_proxy_key_reloads_total\\{application="${A}",result="failure"\\}`),
+  )
+  writeFileSync(join(dir, `${A.toUpperCase()}.pem`), (appKeys[C] as TestKeys).pkcs8)
+  await waitFor(
+    () => proxy.logs.find((line) => String(line.reason ?? '').includes('key files') && line.application === A),
+    'the ambiguity to be logged',
+  )
+  await new Promise((resolve) => setTimeout(resolve, 600))
+  assert.equal(
+    await metric(proxy, new RegExp(`^media_proxy_key_reloads_total\\{application="${A}",result="failure"\\}`)),
+    failures + 1,
+    'reported once, not at every poll',
+  )
+  assert.equal((await get(proxy, { 'vonage-application-id': A })).status, 200)
+  assert.ok(signedBy(last(emulator).headers.authorization, newA.publicKey), "A's key did not flap")
+  rmSync(join(dir, `${A.toUpperCase()}.pem`))
+
   // Added: C serves. Removed: B no longer does.
   writeFileSync(join(dir, `${C}.pem`), (appKeys[C] as TestKeys).pkcs8)
   rmSync(join(dir, `${B}.pem`))

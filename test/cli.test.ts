@@ -112,3 +112,10 @@ test('a listen address that does not resolve: one line at start-up (exit 1) and 
   assert.equal(check.code, 78)
   assert.equal(check.stderr, startup.stderr.replace(/^error:/, 'config error:'))
 })
+
+test('a misspelt INBOUND_API_KEYS is warned about: client authentication would otherwise be silently off', async () => {
+  const result = await runMain(['--check-config'], { ...VALID, INBOUND_API_KEY: 'a-client-key-of-enough-length' })
+  assert.equal(result.code, 0, result.stderr)
+  assert.match(result.stderr, /^warning: INBOUND_API_KEY is not a setting .*did you mean INBOUND_API_KEYS\?\)\n$/)
+  assert.ok(!result.stderr.includes('a-client-key-of-enough-length'), 'the value is not quoted')
+})

@@ -325,3 +325,35 @@ test('header bytes pass through as they are, both ways: an ETag with byte 0xe9 m
   assert.match(answer.toString('latin1'), /^HTTP\/1\.1 304 /)
   assert.ok(answer.includes(Buffer.from('etag: "caf\xe9"', 'latin1')), 'the ETag bytes reached the client')
 })
+
+test('a file name Vonage sends in UTF-8 or latin1 reaches the client as RFC 6266 filename*, and the body follows', async (t) => {
+  const names: Array<[Buffer, string]> = [
+    [
+      Buffer.from('attachment; filename="日本.png"', 'utf8'),
+      `attachment; filename="__.png"; filename*=UTF-8''%E6%97%A5%E6%9C%AC.png`,
+    ],
+    [
+      Buffer.from('inline; filename="caf\xe9.pdf"', 'latin1'),
+      `inline; filename="caf_.pdf"; filename*=ISO-8859-1''caf%E9.pdf`,
+    ],
+    [Buffer.from('attachment; filename="plain.txt"', 'latin1'), 'attachment; filename="plain.txt"'],
+  ]
+  let index = 0
+  const upstream = await startRawUpstream(t, (socket) => {
+    const [disposition] = names[index++] as [Buffer, string]
+    socket.write(
+      Buffer.concat([
+        Buffer.from('HTTP/1.1 200 OK\r\nContent-Type: application/pdf\r\nContent-Length: 5\r\nContent-Disposition: '),
+        disposition,
+        Buffer.from('\r\n\r\nhello'),
+      ]),
+    )
+  })
+  const proxy = await startProxy(t, upstream)
+  for (const [, expected] of names) {
+    const res = await request(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
+    assert.equal(res.statusCode, 200)
+    assert.equal(res.headers['content-disposition'], expected)
+    assert.equal(await res.body.text(), 'hello')
+  }
+})

@@ -38,6 +38,10 @@ test('the routes: short forms to UPSTREAM_BASE_URL, host-prefixed forms to that 
     id: ID,
   })
   assert.equal((target(`/API-EU.Nexmo.COM/v3/media/${ID}`) as { host: string }).host, 'api-eu.nexmo.com')
+  // The absolute form names this server: its authority is no route, and never an upstream.
+  assert.deepEqual(target(`http://evil.example/v3/media/${ID}`), target(`/v3/media/${ID}`))
+  assert.equal((target(`https://x/api-eu.nexmo.com/v1/files/${ID}`) as { host: string }).host, 'api-eu.nexmo.com')
+  assert.equal(target(`http://evil.example/evil.example/v3/media/${ID}`), 'host-not-allowed')
   // A path prefix of UPSTREAM_BASE_URL (an egress gateway) is kept for the short forms only.
   const gateway: MediaPaths = { base: new URL('https://gateway.example/vonage/'), hosts: PATHS.hosts }
   assert.equal(

@@ -72,3 +72,18 @@ test('a client that reads part of a Connection: close download and leaves is log
   assert.ok(Number(line.bytes) >= 200 * 1024, `${line.bytes} bytes: at least what the client read`)
   assert.ok(Number(line.bytes) < size / 2, `${line.bytes} bytes logged for a client that read 200 KiB`)
 })
+
+test('a client that stops reading with the last bytes still queued is cut by the send timeout too', async (t) => {
+  const emulator = await startEmulator(t)
+  const size = 16 * 1024 * 1024
+  emulator.media.addSynthetic(MEDIA_ID, size)
+  // No pause before the end: the whole body is queued for the client, and the relay has ended
+  // the response, so only the bytes still waiting can tell that the client stopped.
+  const proxy = await startProxy(t, emulator.url, {}, { sendTimeoutMs: SEND_TIMEOUT_MS, relayBufferBytes: 2 ** 30 })
+  const res = await pausedDownload(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
+  t.after(() => res.destroy())
+  const line = await waitFor(() => accessLines(proxy)[0], 'the stalled response to be cut', 10_000)
+  assert.equal(line.aborted, true)
+  assert.ok(Number(line.bytes) < size)
+  assert.equal(proxy.app.inFlight.count, 0, 'the slot is free again')
+})

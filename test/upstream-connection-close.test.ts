@@ -78,8 +78,9 @@ class PausingSink implements ResponseSink {
       this.#settle = resolve
     })
   }
-  start(status: number): void {
+  start(status: number): boolean {
     this.status = status
+    return true
   }
   data(chunk: Buffer): boolean {
     this.hash.update(chunk)

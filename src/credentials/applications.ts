@@ -122,7 +122,7 @@ export class Applications implements Signers {
       // Mid-swap, or gone: the next scan sees it again; keys in use stay.
       return
     }
-    const present = new Set<string>()
+    const files = new Map<string, string[]>()
     for (const name of names) {
       // Kubernetes' own entries (..data, ..2026_12_06_…) and hidden files.
       if (name.startsWith('.')) continue
@@ -137,9 +137,21 @@ export class Applications implements Signers {
       const applicationId = (match[1] as string).toLowerCase()
       // The single-application settings name this application's key themselves.
       if (applicationId === this.#pinned) continue
-      present.add(applicationId)
-      this.#load(applicationId, join(dir, name), first)
+      files.set(applicationId, [...(files.get(applicationId) ?? []), name])
     }
+    for (const [applicationId, found] of files) {
+      if (found.length === 1) {
+        this.#load(applicationId, join(dir, found[0] as string), first)
+        continue
+      }
+      // Two files for one application (names differing in case): neither is taken, once said.
+      const ambiguity = `ambiguous:${found.sort().join('|')}`
+      if (this.#refusedDigests.get(applicationId) !== ambiguity) {
+        this.#refusedDigests.set(applicationId, ambiguity)
+        this.#events.onRefused?.(applicationId, `has ${found.length} key files (${found.join(', ')}); keep one`)
+      }
+    }
+    const present = new Set(files.keys())
     this.#removeMissing(present)
   }
 

@@ -5,7 +5,7 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { FastifyRequest } from 'fastify'
 import { errors, type ProxyError, problemResponse } from '../errors.js'
-import { PASSED_BACK_RESPONSE_HEADERS, responseBasics } from './headers.js'
+import { asciiContentDisposition, PASSED_BACK_RESPONSE_HEADERS, responseBasics } from './headers.js'
 import type { InFlightLimit } from './in-flight.js'
 import type { MediaOutcome } from './outcome.js'
 import { unacknowledgedBytes } from './send-progress.js'
@@ -20,6 +20,8 @@ export interface DownloadDeps {
   readonly inFlight: InFlightLimit
   /** How long a client may take nothing from its socket while the upstream waits for it. */
   readonly sendTimeoutMs: number
+  /** Bytes a client's socket may have queued before the upstream is paused (64 KiB). */
+  readonly relayBufferBytes?: number
 }
 
 export class MediaDownload implements ResponseSink, RequestResources {
@@ -86,7 +88,7 @@ export class MediaDownload implements ResponseSink, RequestResources {
     }
   }
 
-  start(status: number, upstreamHeaders: IncomingHttpHeaders): void {
+  start(status: number, upstreamHeaders: IncomingHttpHeaders): boolean {
     const headers: OutgoingHttpHeaders = responseBasics(this.#request)
     // A 304 or 204 has no body. RFC 9110 lets a 304 carry the representation's Content-Length,
     // but clients such as undici (Node's fetch) then wait for a body: it is not passed on.
@@ -96,10 +98,18 @@ export class MediaDownload implements ResponseSink, RequestResources {
       const value = upstreamHeaders[name] as string | string[] | undefined
       if (value === undefined || (bodiless && name === 'content-length')) continue
       // latin1 both ways (undici decodes them so, Node encodes them so): the bytes Vonage sent
-      // are the bytes the client gets.
-      headers[name] = typeof value === 'string' ? value : value.join(', ')
+      // are the bytes the client gets, but for a file name Node cannot send as it is.
+      const joined = typeof value === 'string' ? value : value.join(', ')
+      headers[name] = name === 'content-disposition' ? asciiContentDisposition(joined) : joined
     }
-    this.#res.writeHead(status, headers)
+    try {
+      this.#res.writeHead(status, headers)
+    } catch (err) {
+      // A header Node refuses to send: answer 502, rather than cut a response not yet begun.
+      this.fail(errors.upstreamUnavailable(err))
+      return false
+    }
+    return true
   }
 
   data(chunk: Buffer): boolean {
@@ -114,7 +124,7 @@ export class MediaDownload implements ResponseSink, RequestResources {
     })
     // Node's 16 KiB high-water mark is less than one upstream read: pausing at it would stop
     // the upstream socket after almost every chunk.
-    if (res.writableLength <= RELAY_BUFFER_BYTES) return true
+    if (res.writableLength <= (this.#deps.relayBufferBytes ?? RELAY_BUFFER_BYTES)) return true
     if (!this.#listeningForDrain) {
       this.#listeningForDrain = true
       res.on('drain', this.#drained)
@@ -128,7 +138,15 @@ export class MediaDownload implements ResponseSink, RequestResources {
   }
 
   end(): void {
-    this.#res.end()
+    const res = this.#res
+    res.end()
+    // The last bytes may still wait for a client that has stopped reading: the send timeout
+    // must watch them too, or the response (and its slot) would wait forever.
+    if (res.writableLength > 0 && this.#sendTimer === undefined && !this.#over) {
+      this.#lastProgress = performance.now()
+      this.#lastUnacknowledged = undefined
+      this.#sendTimer = setTimeout(this.#checkProgress, this.#deps.sendTimeoutMs / 2)
+    }
   }
 
   fail(problem: ProxyError): void {

@@ -37,8 +37,11 @@ export interface MediaPaths {
 const KINDS = { 'v3/media': '/v3/media/', 'v1/files': '/v1/files/' } as const
 
 export function decidePath(rawUrl: string, paths: MediaPaths): PathDecision {
-  const query = rawUrl.indexOf('?')
-  const segments = (query === -1 ? rawUrl : rawUrl.slice(0, query)).split('/')
+  // The absolute form (RFC 9112 3.2.2) names this server: its authority is not a route.
+  const absolute = /^[a-z][a-z0-9+.-]*:\/\/[^/?]*/i.exec(rawUrl)
+  const target = absolute ? rawUrl.slice(absolute[0].length) || '/' : rawUrl
+  const query = target.indexOf('?')
+  const segments = (query === -1 ? target : target.slice(0, query)).split('/')
   // segments[0] is the empty string before the leading slash.
   const [, first = '', second = '', third = ''] = segments
   if (first === 'media') return file(paths.base, '/v3/media/', segments.slice(2))

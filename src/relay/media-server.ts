@@ -67,6 +67,7 @@ export async function createMediaServer(options: MediaServerOptions): Promise<Me
     upstream: options.upstream,
     inFlight: options.inFlight,
     sendTimeoutMs: options.sendTimeoutMs,
+    relayBufferBytes: options.relayBufferBytes,
   })
   server.setNotFoundHandler((request, reply) => {
     // Methods Fastify has no route table for (PROPFIND, …) land here even on media paths.

@@ -24,8 +24,11 @@ export interface UpstreamClientOptions {
 
 /** The client side of one media request: where the upstream response goes. */
 export interface ResponseSink {
-  /** The response that will be relayed (not a retried one); header values are latin1, as sent. */
-  start(status: number, headers: IncomingHttpHeaders): void
+  /**
+   * The response that will be relayed (not a retried one); header values are latin1, as sent.
+   * False: it could not be started, and the sink has answered with a problem instead.
+   */
+  start(status: number, headers: IncomingHttpHeaders): boolean
   /** A body chunk; false asks for a pause until Exchange.resume() is called. */
   data(chunk: Buffer): boolean
   end(): void
@@ -205,7 +208,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#bodyLeft = typeof length === 'string' ? Number(length) : Number.POSITIVE_INFINITY
     const socket = respondingSocket()
     this.#closeDelimitedSocket = isCloseDelimited(status, headers, this.#request.method) ? socket : undefined
-    this.#sink.start(status, headers)
+    if (!this.#sink.start(status, headers)) {
+      this.#relaying = false
+      this.#controller = undefined
+      controller.abort(new Error('response could not be relayed'))
+    }
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
