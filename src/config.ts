@@ -243,6 +243,9 @@ function hostList(value: string): ReadonlySet<string> {
       throw new ConfigError('UPSTREAM_HOSTS', `must list host names only (no scheme, port or path), not "${host}"`)
     }
   }
+  if (hosts.length === 0) {
+    throw new ConfigError('UPSTREAM_HOSTS', 'lists no host; leave it unset for the Vonage hosts, or name at least one')
+  }
   return new Set(hosts)
 }
 
@@ -369,7 +372,11 @@ function apiKeys(value: string): ClientKey[] {
         .map((key) => key.trim())
         .filter((key) => key.length > 0)
         .map((key) => ({ key, applications: null }))
+  const seen = new Set<string>()
   entries.forEach(({ key }, i) => {
+    // Twice, with different scopes, which would hold? Neither: say so.
+    if (seen.has(key)) throw new ConfigError('INBOUND_API_KEYS', `lists key ${i + 1} twice; list each key once`)
+    seen.add(key)
     // Never quote a key: say which one, by its position.
     if (!/^[\x21-\x7e]+$/.test(key)) {
       throw new ConfigError('INBOUND_API_KEYS', 'must hold printable ASCII keys without spaces, separated by commas')

@@ -197,6 +197,25 @@ test('invalid settings stop the process with exit 78 and one line naming the set
       secrets: ['short-key-2', 'a-long-enough-client-key-1'],
     },
     {
+      name: 'the same client key twice',
+      env: { ...VALID, INBOUND_API_KEYS: 'a-long-enough-client-key-1,a-long-enough-client-key-1' },
+      settings: ['INBOUND_API_KEYS'],
+      says: /key 2 twice/,
+      secrets: ['a-long-enough-client-key-1'],
+    },
+    {
+      name: 'an UPSTREAM_HOSTS that lists no host',
+      env: { ...VALID, UPSTREAM_HOSTS: ' , ' },
+      settings: ['UPSTREAM_HOSTS'],
+      says: /lists no host/,
+    },
+    {
+      name: 'an UPSTREAM_HOSTS entry with a port',
+      env: { ...VALID, UPSTREAM_HOSTS: 'api-us.nexmo.com:443' },
+      settings: ['UPSTREAM_HOSTS'],
+      says: /host names only/,
+    },
+    {
       name: "the example file's placeholder client key",
       env: { ...VALID, INBOUND_API_KEYS: 'replace-me-with-a-long-random-key' },
       settings: ['INBOUND_API_KEYS'],
