@@ -35,24 +35,9 @@ const HAS_OPENSSL = hasCommand('openssl')
 test('the demo prints working curl lines (short, recording, api-eu over TLS), and Ctrl-C cleans up', {
   timeout: 60_000,
 }, async (t) => {
-  const demo = spawn(process.execPath, ['--import', 'tsx', 'src/demo.ts'], {
-    cwd: REPO_ROOT,
-    env: { PATH: process.env.PATH ?? '', PORT: '0', ADMIN_PORT: '0', LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  const exited = new Promise<number | null>((resolve) => demo.once('exit', (code) => resolve(code)))
-  t.after(async () => {
-    if (demo.exitCode === null && demo.signalCode === null) demo.kill('SIGKILL')
-    await exited
-  })
-  let out = ''
-  demo.stdout.on('data', (chunk) => {
-    out += chunk
-  })
-  demo.stderr.resume()
-
-  const { mediaUrl, keyDir } = await demoReady(() => out)
-  await assertEveryLineWorks(t, out, mediaUrl, HAS_OPENSSL)
+  const { demo, stdout, exited } = startNodeDemo(t, { PATH: process.env.PATH ?? '' })
+  const { mediaUrl, keyDir } = await demoReady(stdout)
+  await assertEveryLineWorks(t, stdout(), mediaUrl, HAS_OPENSSL)
 
   demo.kill('SIGINT')
   assert.equal(await exited, 0)
@@ -65,26 +50,42 @@ for (const signal of ['SIGTERM', 'SIGHUP'] as const) {
     // Its own TMPDIR, removed after the test, so that a failure leaves no key behind.
     const tmp = mkdtempSync(join(tmpdir(), 'demo-test-tmp-'))
     t.after(() => rmSync(tmp, { recursive: true, force: true }))
-    const demo = spawn(process.execPath, ['--import', 'tsx', 'src/demo.ts'], {
-      cwd: REPO_ROOT,
-      env: { PATH: process.env.PATH ?? '', TMPDIR: tmp, PORT: '0', ADMIN_PORT: '0', LOG_LEVEL: 'warn' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    const exited = new Promise<number | null>((resolve) => demo.once('exit', (code) => resolve(code)))
-    t.after(async () => {
-      if (demo.exitCode === null && demo.signalCode === null) demo.kill('SIGKILL')
-      await exited
-    })
-    let out = ''
-    demo.stdout.on('data', (chunk) => {
-      out += chunk
-    })
-    demo.stderr.resume()
-    const { keyDir } = await demoReady(() => out)
+    const { demo, stdout, exited } = startNodeDemo(t, { PATH: process.env.PATH ?? '', TMPDIR: tmp })
+    const { keyDir } = await demoReady(stdout)
     demo.kill(signal)
     assert.equal(await exited, 0)
     assert.equal(existsSync(keyDir), false, 'the throwaway keys are deleted')
   })
+}
+
+interface NodeDemo {
+  demo: ChildProcessByStdio<null, Readable, Readable>
+  stdout: () => string
+  stderr: () => string
+  exited: Promise<number | null>
+}
+
+/** src/demo.ts in its own node process (not through npm), killed after the test. */
+function startNodeDemo(t: TestContext, env: Record<string, string>): NodeDemo {
+  const demo = spawn(process.execPath, ['--import', 'tsx', 'src/demo.ts'], {
+    cwd: REPO_ROOT,
+    env: { PORT: '0', ADMIN_PORT: '0', LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const exited = new Promise<number | null>((resolve) => demo.once('exit', (code) => resolve(code)))
+  t.after(async () => {
+    if (demo.exitCode === null && demo.signalCode === null) demo.kill('SIGKILL')
+    await exited
+  })
+  let stdout = ''
+  let stderr = ''
+  demo.stdout.on('data', (chunk) => {
+    stdout += chunk
+  })
+  demo.stderr.on('data', (chunk) => {
+    stderr += chunk
+  })
+  return { demo, stdout: () => stdout, stderr: () => stderr, exited }
 }
 
 interface NpmDemo {
@@ -297,22 +298,9 @@ test('without openssl the demo falls back to plain http, says why, and its short
   const tmp = mkdtempSync(join(tmpdir(), 'demo-test-tmp-'))
   t.after(() => rmSync(tmp, { recursive: true, force: true }))
   const emptyPath = mkdtempSync(join(tmp, 'bin-'))
-  const demo = spawn(process.execPath, ['--import', 'tsx', 'src/demo.ts'], {
-    cwd: REPO_ROOT,
-    env: { PATH: emptyPath, TMPDIR: tmp, PORT: '0', ADMIN_PORT: '0', LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  const exited = new Promise<number | null>((resolve) => demo.once('exit', (code) => resolve(code)))
-  t.after(async () => {
-    if (demo.exitCode === null && demo.signalCode === null) demo.kill('SIGKILL')
-    await exited
-  })
-  let out = ''
-  demo.stdout.on('data', (chunk) => {
-    out += chunk
-  })
-  demo.stderr.resume()
-  const { mediaUrl, keyDir } = await demoReady(() => out)
+  const { demo, stdout, exited } = startNodeDemo(t, { PATH: emptyPath, TMPDIR: tmp })
+  const { mediaUrl, keyDir } = await demoReady(stdout)
+  const out = stdout()
   assert.match(out, /Vonage Media API emulator: http:\/\/127\.0\.0\.1:\d+ /)
   assert.match(out, /without TLS: the openssl command is needed/)
   await assertEveryLineWorks(t, out, mediaUrl, false)
@@ -338,32 +326,19 @@ test('a demo that cannot start exits non-zero and deletes its keys', { timeout: 
   await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
   t.after(() => taken.close())
   const takenPort = String((taken.address() as { port: number }).port)
-  const cases = [
+  const cases: { env: Record<string, string>; code: number; says: RegExp }[] = [
     { env: { PORT: takenPort }, code: 1, says: /EADDRINUSE|in use/ },
     { env: { HOST: 'not a host!' }, code: 78, says: /config error: HOST/ },
   ]
   for (const { env, code, says } of cases) {
     const tmp = mkdtempSync(join(tmpdir(), 'demo-test-tmp-'))
     t.after(() => rmSync(tmp, { recursive: true, force: true }))
-    const demo = spawn(process.execPath, ['--import', 'tsx', 'src/demo.ts'], {
-      cwd: REPO_ROOT,
-      env: { PATH: process.env.PATH ?? '', TMPDIR: tmp, PORT: '0', ADMIN_PORT: '0', LOG_LEVEL: 'warn', ...env },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    })
-    const exited = new Promise<number | null>((resolve) => demo.once('exit', (exitCode) => resolve(exitCode)))
-    t.after(async () => {
-      if (demo.exitCode === null && demo.signalCode === null) demo.kill('SIGKILL')
-      await exited
-    })
-    let stderr = ''
-    demo.stderr.on('data', (chunk) => {
-      stderr += chunk
-    })
+    const { demo, stderr, exited } = startNodeDemo(t, { PATH: process.env.PATH ?? '', TMPDIR: tmp, ...env })
     const timer = setTimeout(() => demo.kill('SIGKILL'), 30_000)
     const exitCode = await exited
     clearTimeout(timer)
-    assert.equal(exitCode, code, stderr)
-    assert.match(stderr, says)
+    assert.equal(exitCode, code, stderr())
+    assert.match(stderr(), says)
     assert.deepEqual(keyFolders(tmp), [], `the key folder is deleted (${JSON.stringify(env)})`)
   }
 })
