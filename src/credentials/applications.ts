@@ -48,6 +48,7 @@ export class Applications implements Signers {
   #watcher: FSWatcher | undefined
   #poll: NodeJS.Timeout | undefined
   #settle: NodeJS.Timeout | undefined
+  #pollIntervalMs = POLL_INTERVAL_MS
 
   constructor(options: {
     ttlSeconds: number
@@ -105,8 +106,6 @@ export class Applications implements Signers {
     clearInterval(this.#poll)
     clearTimeout(this.#settle)
   }
-
-  #pollIntervalMs = POLL_INTERVAL_MS
 
   #signerFor(applicationId: string, key: KeyObject): TokenSigner {
     return new TokenSigner(key, applicationId, this.#ttlSeconds, this.#clock)

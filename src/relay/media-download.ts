@@ -129,11 +129,7 @@ export class MediaDownload implements ResponseSink, RequestResources {
       this.#listeningForDrain = true
       res.on('drain', this.#drained)
     }
-    if (this.#sendTimer === undefined) {
-      this.#lastProgress = performance.now()
-      this.#lastUnacknowledged = undefined
-      this.#sendTimer = setTimeout(this.#checkProgress, this.#deps.sendTimeoutMs / 2)
-    }
+    this.#watchClient()
     return false
   }
 
@@ -142,11 +138,15 @@ export class MediaDownload implements ResponseSink, RequestResources {
     res.end()
     // The last bytes may still wait for a client that has stopped reading: the send timeout
     // must watch them too, or the response (and its slot) would wait forever.
-    if (res.writableLength > 0 && this.#sendTimer === undefined && !this.#over) {
-      this.#lastProgress = performance.now()
-      this.#lastUnacknowledged = undefined
-      this.#sendTimer = setTimeout(this.#checkProgress, this.#deps.sendTimeoutMs / 2)
-    }
+    if (res.writableLength > 0 && !this.#over) this.#watchClient()
+  }
+
+  /** Starts the send timeout, unless it runs already: the upstream now waits for the client. */
+  #watchClient(): void {
+    if (this.#sendTimer !== undefined) return
+    this.#lastProgress = performance.now()
+    this.#lastUnacknowledged = undefined
+    this.#sendTimer = setTimeout(this.#checkProgress, this.#deps.sendTimeoutMs / 2)
   }
 
   fail(problem: ProxyError): void {

@@ -44,20 +44,23 @@ export function decidePath(rawUrl: string, paths: MediaPaths): PathDecision {
   const segments = (query === -1 ? target : target.slice(0, query)).split('/')
   // segments[0] is the empty string before the leading slash.
   const [, first = '', second = '', third = ''] = segments
-  if (first === 'media') return file(paths.base, '/v3/media/', segments.slice(2))
+  const { base } = paths
+  // An upstream may sit behind a path prefix (an egress gateway); URL keeps '/' for none.
+  const prefix = base.pathname.replace(/\/+$/, '')
+  if (first === 'media') return file(base.origin, base.hostname, prefix + KINDS['v3/media'], segments.slice(2))
   const short = KINDS[`${first}/${second}` as keyof typeof KINDS]
-  if (short) return file(paths.base, short, segments.slice(3))
+  if (short) return file(base.origin, base.hostname, prefix + short, segments.slice(3))
   const long = KINDS[`${second}/${third}` as keyof typeof KINDS]
   if (!long) return { kind: 'not-media' }
   // Exactly a listed name: a port, user info, a trailing dot or percent-encoding never is one.
   const host = first.toLowerCase()
   if (!paths.hosts.has(host)) return { kind: 'host-not-allowed' }
-  return file(new URL(`https://${host}`), long, segments.slice(4))
+  // A listed name is a plain lower-case DNS name: it needs no URL parsing, per request or at all.
+  return file(`https://${host}`, host, long, segments.slice(4))
 }
 
-function file(base: URL, kind: string, rest: string[]): PathDecision {
+function file(origin: string, host: string, pathPrefix: string, rest: string[]): PathDecision {
   const [id = ''] = rest
   if (rest.length !== 1 || !UUID.test(id)) return { kind: 'bad-id' }
-  const prefix = base.pathname.replace(/\/+$/, '')
-  return { kind: 'file', target: { origin: base.origin, host: base.hostname, path: `${prefix}${kind}${id}`, id } }
+  return { kind: 'file', target: { origin, host, path: pathPrefix + id, id } }
 }
