@@ -6,6 +6,7 @@ import type { KeyObject } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance } from 'fastify'
 import pino, { type DestinationStream, type Logger } from 'pino'
+import { MediaCache } from './cache/media-cache.js'
 import { type Config, listenFailure } from './config.js'
 import { type ApplicationEvents, Applications } from './credentials/applications.js'
 import { KeyWatcher } from './credentials/key-watcher.js'
@@ -161,6 +162,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
     onResponse: (status, seconds, host) => metrics.observeUpstream(status, seconds, host),
   })
 
+  const cache = config.cacheDir ? openCache(config, config.cacheDir, upstream, metrics, logger) : undefined
+
   let draining = false
   const accessLog = logger.isLevelEnabled('info') ? new AccessLog(destination) : undefined
   const media = await createMediaServer({
@@ -171,6 +174,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
     inFlight,
     sendTimeoutMs: deps.sendTimeoutMs ?? DEFAULT_SEND_TIMEOUT_MS,
     relayBufferBytes: deps.relayBufferBytes,
+    cache,
     isDraining: () => draining,
     onOutcome: (outcome: Outcome) => {
       metrics.observeRequest(outcome)
@@ -224,6 +228,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
         // events end the requests on them (and write their access-log lines).
         await Promise.race([media.whenIdle(), sleep(REQUEST_END_WAIT_MS, undefined, { ref: false })])
         clearTimeout(timer)
+        cache?.close()
         keyWatcher?.close()
         applications.close()
         tokens.close()
@@ -239,6 +244,38 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
       stdout?.flush()
     },
   }
+}
+
+/** How often a cache that cannot write says so in the log (the metric counts every time). */
+const CACHE_WARNING_INTERVAL_MS = 60_000
+
+function openCache(
+  config: Config,
+  dir: string,
+  upstream: UpstreamClient,
+  metrics: Metrics,
+  logger: Logger,
+): MediaCache {
+  let counters: ReturnType<Metrics['watchCache']> | undefined
+  let lastWarning = Number.NEGATIVE_INFINITY
+  const cache = new MediaCache(dir, config.cacheMaxBytes, upstream, {
+    onEviction: () => counters?.evicted(),
+    onWriteFailure: (reason) => {
+      counters?.writeFailed()
+      const now = performance.now()
+      if (now - lastWarning < CACHE_WARNING_INTERVAL_MS) return
+      lastWarning = now
+      logger.warn({ dir, reason }, 'the cache cannot store files; serving them uncached')
+    },
+  })
+  counters = metrics.watchCache(cache)
+  logger.info({ dir, files: cache.files, bytes: cache.storedBytes, writable: cache.writable }, 'cache opened')
+  if (!cache.writable) {
+    counters.writeFailed()
+    lastWarning = performance.now()
+    logger.warn({ dir }, 'the cache directory cannot be written; stored files are served, new ones are not stored')
+  }
+  return cache
 }
 
 /** A port that is taken or an address that does not resolve: a ListenError naming the setting. */

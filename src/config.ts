@@ -35,6 +35,12 @@ const SETTINGS = [
   'UPSTREAM_HOSTS',
   'UPSTREAM_CONNECT_TO',
   'VONAGE_APPLICATIONS_DIR',
+  'CACHE_DIR',
+  'CACHE_MAX_BYTES',
+  'LINK_SIGNING_KEYS',
+  'LINK_MAX_TTL_SECONDS',
+  'PUBLIC_BASE_URL',
+  'CORS_ALLOWED_ORIGINS',
 ] as const
 export type Setting = (typeof SETTINGS)[number]
 
@@ -75,6 +81,16 @@ export interface Config {
   upstreamHosts: ReadonlySet<string>
   /** Where HTTPS upstream connections really go (curl's --connect-to), if not to the named host. */
   upstreamConnectTo: { host: string; port: number } | undefined
+  /** Where downloaded files are kept; undefined: no cache. */
+  cacheDir: string | undefined
+  cacheMaxBytes: number
+  /** Secrets for signed links: the first signs, every one verifies. Empty: no signed links. */
+  linkSigningKeys: readonly string[]
+  linkMaxTtlSeconds: number
+  /** The base of the links POST /links returns; undefined: http://{HOST}:{the media port}. */
+  publicBaseUrl: string | undefined
+  /** Origins (scheme://host[:port], lower case) browsers may fetch media from. */
+  corsAllowedOrigins: ReadonlySet<string>
 }
 
 /** A setting is missing or wrong. The message names the setting and never quotes a secret. */
@@ -113,6 +129,12 @@ const MEANINGS: Record<Setting, string> = {
   UPSTREAM_HOSTS: 'comma-separated Vonage hosts the /{host}/... routes may reach, and no others',
   UPSTREAM_CONNECT_TO: 'host:port every HTTPS upstream connection goes to instead (SNI and certificate unchanged)',
   VONAGE_APPLICATIONS_DIR: 'a directory of <application-id>.pem keys, one per Vonage application',
+  CACHE_DIR: 'where downloaded files are kept on disk; empty: no cache',
+  CACHE_MAX_BYTES: 'the most the cache holds; least recently used files go first',
+  LINK_SIGNING_KEYS: 'comma-separated secrets (32+ characters) for signed links; the first signs',
+  LINK_MAX_TTL_SECONDS: 'the longest lifetime a signed link may have',
+  PUBLIC_BASE_URL: 'the base of the links POST /links returns (default: http://HOST:PORT)',
+  CORS_ALLOWED_ORIGINS: 'comma-separated origins browsers may fetch media from',
 }
 
 /** Every setting with its default (from the defaults file) and meaning, in order. */
@@ -227,7 +249,73 @@ function parseConfig(raw: RawSettings): Config {
     logLevel,
     upstreamHosts: hostList(required(raw, 'UPSTREAM_HOSTS')),
     upstreamConnectTo: connectTo(nonEmpty(raw.UPSTREAM_CONNECT_TO)),
+    cacheDir: nonEmpty(raw.CACHE_DIR),
+    cacheMaxBytes: integer(raw, 'CACHE_MAX_BYTES', 1, Number.MAX_SAFE_INTEGER),
+    linkSigningKeys: signingKeys(raw.LINK_SIGNING_KEYS ?? ''),
+    linkMaxTtlSeconds: integer(raw, 'LINK_MAX_TTL_SECONDS', 1, 31_536_000),
+    publicBaseUrl: publicBaseUrl(nonEmpty(raw.PUBLIC_BASE_URL)),
+    corsAllowedOrigins: origins(raw.CORS_ALLOWED_ORIGINS ?? ''),
   }
+}
+
+const MIN_SIGNING_KEY_LENGTH = 32
+
+function signingKeys(value: string): string[] {
+  const keys = value
+    .split(',')
+    .map((key) => key.trim())
+    .filter((key) => key !== '')
+  keys.forEach((key, i) => {
+    // Never quote a secret: say which one, by its position.
+    if (key.length < MIN_SIGNING_KEY_LENGTH) {
+      throw new ConfigError(
+        'LINK_SIGNING_KEYS',
+        `key ${i + 1} has ${key.length} characters; each needs at least ${MIN_SIGNING_KEY_LENGTH} (openssl rand -hex 32)`,
+      )
+    }
+  })
+  return keys
+}
+
+function publicBaseUrl(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    throw new ConfigError('PUBLIC_BASE_URL', 'is not a valid URL')
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    throw new ConfigError('PUBLIC_BASE_URL', `must use http or https, not ${url.protocol}`)
+  }
+  if (url.username || url.password || url.search || url.hash) {
+    throw new ConfigError('PUBLIC_BASE_URL', 'must be a scheme, host and optional path, without credentials or query')
+  }
+  // Links are the base followed by a media path: no trailing slash to double.
+  return `${url.origin}${url.pathname.replace(/\/+$/, '')}`
+}
+
+/** An origin as browsers send it: scheme://host[:port], nothing more. */
+function origins(value: string): ReadonlySet<string> {
+  const list = value
+    .split(',')
+    .map((origin) => origin.trim())
+    .filter((origin) => origin !== '')
+  const result = new Set<string>()
+  for (const origin of list) {
+    let url: URL | undefined
+    try {
+      url = new URL(origin)
+    } catch {}
+    if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:') || url.origin !== origin.toLowerCase()) {
+      throw new ConfigError(
+        'CORS_ALLOWED_ORIGINS',
+        `must list origins (scheme://host[:port], no path or trailing slash), not "${origin}"`,
+      )
+    }
+    result.add(url.origin)
+  }
+  return result
 }
 
 /** A DNS name as Vonage's hosts are written: labels of letters, digits and hyphens, no port. */

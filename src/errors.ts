@@ -25,6 +25,10 @@ export type ProblemCode =
   | 'request-timeout'
   | 'expectation-failed'
   | 'shutting-down'
+  | 'not-storable'
+  | 'cache-write-failed'
+  | 'invalid-link'
+  | 'invalid-link-request'
   | 'internal'
 
 export class ProxyError extends Error {
@@ -148,6 +152,29 @@ export const errors = {
     new ProxyError('expectation-failed', 417, 'Expectation Failed', 'Only "Expect: 100-continue" is understood.'),
   requestTimeout: () =>
     new ProxyError('request-timeout', 408, 'Request Timeout', 'The request was not received in time.'),
+  notStorable: () =>
+    new ProxyError(
+      'not-storable',
+      502,
+      'Bad Gateway',
+      'Vonage answered without a Content-Length, so the file cannot be stored and checked.',
+    ),
+  cacheWriteFailed: (cause?: unknown) =>
+    new ProxyError(
+      'cache-write-failed',
+      503,
+      'Service Unavailable',
+      'The file could not be written to the cache (disk full or read-only?); downloads still work.',
+      { cause },
+    ),
+  invalidLink: () =>
+    new ProxyError(
+      'invalid-link',
+      403,
+      'Forbidden',
+      'The link has expired, its signature does not match, or it is malformed.',
+    ),
+  invalidLinkRequest: (detail: string) => new ProxyError('invalid-link-request', 400, 'Bad Request', detail),
   shuttingDown: () => new ProxyError('shutting-down', 503, 'Service Unavailable', 'The proxy is shutting down.'),
   internal: (cause?: unknown) =>
     new ProxyError('internal', 500, 'Internal Server Error', 'The proxy failed unexpectedly.', { cause }),

@@ -122,7 +122,13 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
 
-  app = await buildApp(config, { onShutdownRequest: () => stop('quitquitquit') })
+  try {
+    app = await buildApp(config, { onShutdownRequest: () => stop('quitquitquit') })
+  } catch (err) {
+    // CACHE_DIR that cannot be created, say: known only once the app opens it.
+    if (err instanceof ConfigError) exitWithConfigError(err.message)
+    throw err
+  }
   // Whatever ends the process (a crash included), the batched log lines are written first.
   process.on('exit', () => app?.flushLogs())
   let urls: { mediaUrl: string; adminUrl: string }

@@ -7,6 +7,7 @@
 // observe() validate and hash the labels on every call, which cost about 6 us per request, as
 // much as the access log and the token together.
 import { Counter, collectDefaultMetrics, Gauge, type Metric, Registry } from 'prom-client'
+import type { CacheResult } from '../cache/media-cache.js'
 import type { RefreshResult, Token } from '../credentials/token-cache.js'
 import type { Outcome } from '../relay/outcome.js'
 import type { RetryReason } from '../relay/retry-policy.js'
@@ -18,6 +19,12 @@ export const UPSTREAM_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.
 export type KeyReloadResult = 'success' | 'failure'
 
 type Labels = Record<string, string>
+
+/** What the cache reports as it happens. */
+export interface CacheCounters {
+  evicted(): void
+  writeFailed(): void
+}
 
 /** One label set of a histogram: a count per bucket (the last is +Inf), a sum and a count. */
 class HistogramSeries {
@@ -141,6 +148,11 @@ export class Metrics {
     labelNames: ['application'] as const,
     registers: [this.registry],
   })
+  readonly #cacheResults: Record<CacheResult, CounterSeries> = {
+    hit: { labels: { result: 'hit' }, value: 0 },
+    miss: { labels: { result: 'miss' }, value: 0 },
+    bypass: { labels: { result: 'bypass' }, value: 0 },
+  }
   readonly #keyReloads = new Counter({
     name: 'media_proxy_key_reloads_total',
     help: 'Private key reloads (a file replaced, added or refused), by application and result.',
@@ -220,6 +232,46 @@ export class Metrics {
     series.requests.value++
     series.duration.observe(outcome.seconds)
     series.bytes.value += outcome.bytes
+    const cache = outcome.media?.cache
+    if (cache) this.#cacheResults[cache].value++
+  }
+
+  /** The cache's series, registered only when there is a cache. */
+  watchCache(cache: { readonly storedBytes: number; readonly files: number }): CacheCounters {
+    new Counter({
+      name: 'media_proxy_cache_requests_total',
+      help: 'Media requests by what the cache did: hit (from disk), miss (fetched, and stored when it could be), bypass (HEAD or conditional request for a file not stored).',
+      labelNames: ['result'] as const,
+      registers: [this.registry],
+      collect: copySeries(Object.values(this.#cacheResults)),
+    })
+    new Gauge({
+      name: 'media_proxy_cache_stored_bytes',
+      help: 'Bytes of the files in the cache (CACHE_MAX_BYTES at most).',
+      registers: [this.registry],
+      collect() {
+        this.set(cache.storedBytes)
+      },
+    })
+    new Gauge({
+      name: 'media_proxy_cache_files',
+      help: 'Files in the cache.',
+      registers: [this.registry],
+      collect() {
+        this.set(cache.files)
+      },
+    })
+    const evictions = new Counter({
+      name: 'media_proxy_cache_evictions_total',
+      help: 'Files removed from the cache to keep it under CACHE_MAX_BYTES.',
+      registers: [this.registry],
+    })
+    const writeFailures = new Counter({
+      name: 'media_proxy_cache_write_failures_total',
+      help: 'Files the cache could not write (disk full, read-only, I/O error): they were served uncached.',
+      registers: [this.registry],
+    })
+    return { evicted: () => evictions.inc(), writeFailed: () => writeFailures.inc() }
   }
 
   observeUpstream(status: number, seconds: number, host: string): void {

@@ -4,13 +4,15 @@
 // client's socket as they come, and the upstream is paused while the client is slow.
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { FastifyRequest } from 'fastify'
+import type { StoredDescription } from '../cache/fill.js'
+import { CACHE_MISS, type CacheResult, type CacheSink, type MediaCache } from '../cache/media-cache.js'
 import { errors, type ProxyError, problemResponse } from '../errors.js'
 import { asciiContentDisposition, PASSED_BACK_RESPONSE_HEADERS, responseBasics } from './headers.js'
 import type { InFlightLimit } from './in-flight.js'
 import type { MediaOutcome } from './outcome.js'
 import { unacknowledgedBytes } from './send-progress.js'
 import type { RequestResources, ServedRequest } from './served-request.js'
-import type { Exchange, ResponseSink, UpstreamClient, UpstreamRequest } from './upstream.js'
+import type { MediaSource, UpstreamClient, UpstreamRequest } from './upstream.js'
 
 /** Bytes a client's socket may have queued before the upstream is paused. */
 const RELAY_BUFFER_BYTES = 64 * 1024
@@ -22,18 +24,25 @@ export interface DownloadDeps {
   readonly sendTimeoutMs: number
   /** Bytes a client's socket may have queued before the upstream is paused (64 KiB). */
   readonly relayBufferBytes?: number
+  /** CACHE_DIR's cache, when there is one. */
+  readonly cache?: MediaCache | undefined
 }
 
-export class MediaDownload implements ResponseSink, RequestResources {
+/** What the client asked: a POST stores the file (with a cache). */
+export type MediaMethod = 'GET' | 'HEAD' | 'POST'
+
+export class MediaDownload implements CacheSink, RequestResources {
   readonly #request: FastifyRequest
   readonly #res: ServerResponse
   readonly #served: ServedRequest
   readonly #deps: DownloadDeps
   readonly #mediaId: string
   readonly #upstreamRequest: UpstreamRequest
+  readonly #method: MediaMethod
   #holdsSlot = false
   #over = false
-  #exchange: Exchange | undefined
+  #exchange: MediaSource | undefined
+  #cacheResult: CacheResult | undefined
   #listeningForDrain = false
   #sendTimer: NodeJS.Timeout | undefined
   /** When the client's socket last took a chunk, while the upstream waits for it. */
@@ -48,8 +57,10 @@ export class MediaDownload implements ResponseSink, RequestResources {
     deps: DownloadDeps,
     mediaId: string,
     upstreamRequest: UpstreamRequest,
+    method: MediaMethod,
   ) {
     this.#request = request
+    this.#method = method
     this.#res = res
     this.#served = served
     this.#deps = deps
@@ -66,7 +77,14 @@ export class MediaDownload implements ResponseSink, RequestResources {
       return
     }
     this.#holdsSlot = true
-    this.#exchange = this.#deps.upstream.send(this.#upstreamRequest, this)
+    const cache = this.#deps.cache
+    if (cache === undefined) {
+      this.#exchange = this.#deps.upstream.send(this.#upstreamRequest, this)
+      return
+    }
+    const { source, result } = cache.open(this.#upstreamRequest, this.#method, this)
+    this.#exchange = source
+    this.#cacheResult = result
   }
 
   release(finished: boolean): MediaOutcome {
@@ -85,11 +103,13 @@ export class MediaDownload implements ResponseSink, RequestResources {
       retries: summary?.retries ?? 0,
       upstreamStatus: summary?.upstreamStatus ?? null,
       upstreamMs: summary?.upstreamMs ?? null,
+      cache: this.#cacheResult ?? null,
     }
   }
 
-  start(status: number, upstreamHeaders: IncomingHttpHeaders): boolean {
+  start(status: number, upstreamHeaders: IncomingHttpHeaders, cacheStatus?: string): boolean {
     const headers: OutgoingHttpHeaders = responseBasics(this.#request)
+    if (this.#deps.cache) headers['cache-status'] = cacheStatus ?? CACHE_MISS
     // A 304 or 204 has no body. RFC 9110 lets a 304 carry the representation's Content-Length,
     // but clients such as undici (Node's fetch) then wait for a body: it is not passed on.
     const bodiless = status === 304 || status === 204
@@ -166,10 +186,23 @@ export class MediaDownload implements ResponseSink, RequestResources {
       return
     }
     const { body, headers } = problemResponse(problem, request.id)
+    if (this.#deps.cache) headers['cache-status'] = CACHE_MISS
+    this.#answer(problem.status, headers, body)
+  }
+
+  /** A POST's answer: the file is stored (201), or already was (200). */
+  stored(status: 200 | 201, description: StoredDescription, cacheStatus: string): void {
+    if (this.#over || this.#res.headersSent) return
+    const body = Buffer.from(JSON.stringify(description))
+    this.#answer(status, { 'content-type': 'application/json', 'cache-status': cacheStatus }, body)
+  }
+
+  #answer(status: number, headers: Record<string, string>, body: Buffer): void {
+    const request = this.#request
     if (request.method !== 'HEAD') this.#served.wrote(body.length)
     headers['content-length'] = String(body.length)
-    res.writeHead(problem.status, { ...responseBasics(request), ...headers })
-    res.end(request.method === 'HEAD' ? undefined : body)
+    this.#res.writeHead(status, { ...responseBasics(request), ...headers })
+    this.#res.end(request.method === 'HEAD' ? undefined : body)
   }
 
   /**

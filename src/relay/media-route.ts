@@ -10,13 +10,15 @@ import type { Applications } from '../credentials/applications.js'
 import { errors, sendProblem } from '../errors.js'
 import { UUID } from '../uuid.js'
 import { FORWARDED_REQUEST_HEADERS } from './headers.js'
-import { type DownloadDeps, MediaDownload } from './media-download.js'
+import { type DownloadDeps, MediaDownload, type MediaMethod } from './media-download.js'
 import { decidePath, type MediaPaths } from './media-paths.js'
 import type { ServedRequest } from './served-request.js'
 
 /** Route templates (the metrics' route label); `*` catches anything else under a prefix. */
 const MEDIA_ROUTES = ['/media', '/v3/media', '/v1/files', '/:host/v3/media', '/:host/v1/files'] as const
 export const MEDIA_ALLOW = 'GET, HEAD'
+/** With a cache, a POST stores the file. */
+export const MEDIA_ALLOW_WITH_CACHE = 'GET, HEAD, POST'
 
 export interface MediaRouteOptions extends DownloadDeps {
   readonly config: Config
@@ -58,29 +60,40 @@ async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Pr
     // From here the response is written to the socket directly, not through reply.
     reply.hijack()
     const { target } = decision
-    const download = new MediaDownload(request, request.served as ServedRequest, reply.raw, options, target.id, {
-      applicationId,
-      origin: target.origin,
-      host: target.host,
-      path: target.path,
-      method: request.method as 'GET' | 'HEAD',
-      headers: forwardedHeaders(request),
-    })
+    const download = new MediaDownload(
+      request,
+      request.served as ServedRequest,
+      reply.raw,
+      options,
+      target.id,
+      {
+        applicationId,
+        origin: target.origin,
+        host: target.host,
+        path: target.path,
+        // A POST stores the file: what it asks of Vonage is a GET.
+        method: request.method === 'HEAD' ? 'HEAD' : 'GET',
+        headers: forwardedHeaders(request),
+      },
+      request.method as MediaMethod,
+    )
     // A pipelined request waits for the responses ahead of it on its connection.
     if (reply.raw.socket) download.begin()
     else reply.raw.once('socket', () => download.begin())
     return undefined
   }
 
+  const methods = options.cache ? ['GET', 'HEAD', 'POST'] : ['GET', 'HEAD']
+  const allow = options.cache ? MEDIA_ALLOW_WITH_CACHE : MEDIA_ALLOW
   for (const prefix of MEDIA_ROUTES) {
-    app.route({ method: ['GET', 'HEAD'], url: `${prefix}/:id`, handler: serveMedia })
+    app.route({ method: methods, url: `${prefix}/:id`, handler: serveMedia })
     // Anything else under the prefix: a bad id (or a foreign host) for GET/HEAD, 405 otherwise.
-    app.route({ method: ['GET', 'HEAD'], url: `${prefix}/*`, handler: serveMedia })
+    app.route({ method: methods, url: `${prefix}/*`, handler: serveMedia })
     app.route({
-      method: app.supportedMethods.filter((method) => method !== 'GET' && method !== 'HEAD'),
+      method: app.supportedMethods.filter((method) => !methods.includes(method)),
       url: `${prefix}/*`,
       onRequest: async (_request, reply) => {
-        reply.header('allow', MEDIA_ALLOW)
+        reply.header('allow', allow)
         return sendProblem(reply, errors.methodNotAllowed())
       },
       handler: async () => undefined,

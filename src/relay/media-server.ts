@@ -11,7 +11,7 @@ import { prepareServer, refuseEarly, serverOptions } from '../http-servers.js'
 import { EarlyRefusals } from './client-errors.js'
 import { responseBasics } from './headers.js'
 import type { DownloadDeps } from './media-download.js'
-import { MEDIA_ALLOW, mediaRoute } from './media-route.js'
+import { MEDIA_ALLOW, MEDIA_ALLOW_WITH_CACHE, mediaRoute } from './media-route.js'
 import type { Outcome } from './outcome.js'
 import { ServedRequest } from './served-request.js'
 
@@ -68,11 +68,12 @@ export async function createMediaServer(options: MediaServerOptions): Promise<Me
     inFlight: options.inFlight,
     sendTimeoutMs: options.sendTimeoutMs,
     relayBufferBytes: options.relayBufferBytes,
+    cache: options.cache,
   })
   server.setNotFoundHandler((request, reply) => {
     // Methods Fastify has no route table for (PROPFIND, …) land here even on media paths.
     if (MEDIA_PATH.test(request.url)) {
-      reply.header('allow', MEDIA_ALLOW)
+      reply.header('allow', options.cache ? MEDIA_ALLOW_WITH_CACHE : MEDIA_ALLOW)
       return sendProblem(reply, errors.methodNotAllowed())
     }
     return sendProblem(reply, errors.notFound())

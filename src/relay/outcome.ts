@@ -1,5 +1,6 @@
 // What a finished request on the media port came to: built once, when it is over, by its
 // ServedRequest, and only read by the access log and the metrics.
+import type { CacheResult } from '../cache/media-cache.js'
 
 /** nginx's convention for "the client went away before a response was sent". */
 export const CLIENT_CLOSED_REQUEST = 499
@@ -34,4 +35,6 @@ export interface MediaOutcome {
   readonly retries: number
   readonly upstreamStatus: number | null
   readonly upstreamMs: number | null
+  /** What the cache did (null without one). */
+  readonly cache: CacheResult | null
 }

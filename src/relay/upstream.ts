@@ -27,8 +27,9 @@ export interface ResponseSink {
   /**
    * The response that will be relayed (not a retried one); header values are latin1, as sent.
    * False: it could not be started, and the sink has answered with a problem instead.
+   * cacheStatus, when the cache answers or stores it: the response's Cache-Status.
    */
-  start(status: number, headers: IncomingHttpHeaders): boolean
+  start(status: number, headers: IncomingHttpHeaders, cacheStatus?: string): boolean
   /** A body chunk; false asks for a pause until Exchange.resume() is called. */
   data(chunk: Buffer): boolean
   end(): void
@@ -37,6 +38,18 @@ export interface ResponseSink {
   /** The upstream body broke after start(): the client's response must be cut, not ended. */
   abort(error: Error): void
 }
+
+/** Where a media response's body comes from (an upstream exchange, or a file): what its sink may ask of it. */
+export interface MediaSource {
+  /** The sink can take more: a paused body goes on. */
+  resume(): void
+  /** The client went away: stop, and tell the sink nothing more. */
+  cancel(): void
+  readonly summary: ExchangeSummary
+}
+
+/** The summary of a response that asked nothing of the upstream. */
+export const NO_UPSTREAM: ExchangeSummary = { retries: 0, upstreamStatus: null, upstreamMs: null }
 
 /** What one media request asks of the upstream. */
 export interface UpstreamRequest {
@@ -111,7 +124,7 @@ export class UpstreamClient {
  * attempt in turn; callbacks of an attempt it has given up on (a dropped 503, say) are told
  * apart by their controller and ignored.
  */
-export class Exchange implements Dispatcher.DispatchHandler {
+export class Exchange implements Dispatcher.DispatchHandler, MediaSource {
   readonly #context: ExchangeContext
   readonly #request: UpstreamRequest
   readonly #sink: ResponseSink

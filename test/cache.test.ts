@@ -1,0 +1,232 @@
+// Keeping a copy (CACHE_DIR): a complete 200 is stored on disk as it streams, later requests
+// (Range and conditional ones included) are answered from the disk, concurrent misses make one
+// upstream request, POST stores now, and failed, cut, partial or error answers are never stored.
+import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import { request } from 'undici'
+import { syntheticStream } from '../src/emulator/media-store.js'
+import { APPLICATION_ID, MEDIA_ID, startEmulator, startProxy, waitFor } from './helpers.js'
+
+const OTHER_ID = '2c567610-085d-4569-bbfb-56fd59b5e087'
+
+function cacheDir(t: { after(fn: () => void): void }): string {
+  const dir = mkdtempSync(join(tmpdir(), 'vmp-cache-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+async function get(url: string, headers: Record<string, string> = {}, method = 'GET') {
+  const res = await request(url, { method, headers })
+  const body = Buffer.from(await res.body.arrayBuffer())
+  return { status: res.statusCode, headers: res.headers, body }
+}
+
+async function synthetic(size: number, start = 0): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  for await (const chunk of syntheticStream(start, start + size - 1)) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks)
+}
+
+function mediaRequests(emulator: Awaited<ReturnType<typeof startEmulator>>) {
+  return emulator.requests.filter((r) => r.url.includes('/v3/media/'))
+}
+
+test('a complete 200 is stored; the next GET is a hit from disk, with the same bytes and headers', async (t) => {
+  const emulator = await startEmulator(t)
+  const item = emulator.media.addSynthetic(MEDIA_ID, 300_000, { contentType: 'image/jpeg', fileName: 'photo.jpg' })
+  const proxy = await startProxy(t, emulator.url, { CACHE_DIR: cacheDir(t) })
+  const url = `${proxy.mediaUrl}/v3/media/${MEDIA_ID}`
+
+  const first = await get(url)
+  assert.equal(first.status, 200)
+  assert.equal(first.headers['cache-status'], 'vonage-media-proxy; fwd=uri-miss; stored')
+  assert.deepEqual(first.body, await synthetic(300_000))
+  const second = await get(url)
+  assert.equal(second.status, 200)
+  assert.equal(second.headers['cache-status'], 'vonage-media-proxy; hit')
+  assert.deepEqual(second.body, first.body)
+  for (const name of ['content-type', 'content-length', 'etag', 'last-modified', 'content-disposition']) {
+    assert.equal(second.headers[name], first.headers[name], name)
+  }
+  assert.equal(second.headers.etag, item.etag)
+  assert.equal(second.headers['accept-ranges'], 'bytes')
+  assert.equal(mediaRequests(emulator).length, 1, 'the hit asked nothing of Vonage')
+  // /media/:id is the same file as /v3/media/:id.
+  assert.equal((await get(`${proxy.mediaUrl}/media/${MEDIA_ID}`)).headers['cache-status'], 'vonage-media-proxy; hit')
+  assert.equal(mediaRequests(emulator).length, 1)
+
+  const lines = proxy.logs.filter((line) => line.msg === 'request completed')
+  assert.deepEqual(
+    lines.map((line) => line.cache),
+    ['miss', 'hit', 'hit'],
+  )
+  assert.equal(lines[1]?.upstreamStatus, null)
+  const metrics = await (await request(`${proxy.adminUrl}/metrics`)).body.text()
+  assert.match(metrics, /media_proxy_cache_requests_total\{result="hit"\} 2/)
+  assert.match(metrics, /media_proxy_cache_requests_total\{result="miss"\} 1/)
+  assert.match(metrics, /media_proxy_cache_stored_bytes \d{6}/)
+})
+
+test('hits answer HEAD, one Range (206), an unsatisfiable Range (416) and conditionals (304) from disk', async (t) => {
+  const emulator = await startEmulator(t)
+  const item = emulator.media.addSynthetic(MEDIA_ID, 10_000, {
+    contentType: 'video/mp4',
+    lastModified: new Date('2026-01-02T03:04:05Z'),
+  })
+  const proxy = await startProxy(t, emulator.url, { CACHE_DIR: cacheDir(t) })
+  const url = `${proxy.mediaUrl}/media/${MEDIA_ID}`
+  await get(url)
+
+  const head = await get(url, {}, 'HEAD')
+  assert.equal(head.status, 200)
+  assert.equal(head.headers['content-length'], '10000')
+  assert.equal(head.body.length, 0)
+  assert.equal(head.headers['cache-status'], 'vonage-media-proxy; hit')
+
+  const range = await get(url, { range: 'bytes=100-199' })
+  assert.equal(range.status, 206)
+  assert.equal(range.headers['content-range'], 'bytes 100-199/10000')
+  assert.deepEqual(range.body, await synthetic(100, 100))
+  const suffix = await get(url, { range: 'bytes=-10' })
+  assert.equal(suffix.headers['content-range'], 'bytes 9990-9999/10000')
+  assert.deepEqual(suffix.body, await synthetic(10, 9990))
+
+  const unsatisfiable = await get(url, { range: 'bytes=20000-' })
+  assert.equal(unsatisfiable.status, 416)
+  assert.equal(unsatisfiable.headers['content-range'], 'bytes */10000')
+
+  const matching = await get(url, { 'if-none-match': item.etag })
+  assert.equal(matching.status, 304)
+  assert.equal(matching.body.length, 0)
+  assert.equal(matching.headers.etag, item.etag)
+  assert.equal((await get(url, { 'if-none-match': '"other"' })).status, 200)
+  assert.equal((await get(url, { 'if-modified-since': 'Sat, 03 Jan 2026 00:00:00 GMT' })).status, 304)
+  assert.equal((await get(url, { 'if-modified-since': 'Thu, 01 Jan 2026 00:00:00 GMT' })).status, 200)
+  // If-Range that no longer matches: the whole file.
+  const stale = await get(url, { range: 'bytes=0-9', 'if-range': '"old"' })
+  assert.equal(stale.status, 200)
+  assert.equal(stale.body.length, 10_000)
+  const fresh = await get(url, { range: 'bytes=0-9', 'if-range': item.etag })
+  assert.equal(fresh.status, 206)
+
+  assert.equal(mediaRequests(emulator).length, 1, 'every one of them was answered from disk')
+})
+
+test('concurrent misses for one file make one upstream request, and each gets the whole body', async (t) => {
+  const emulator = await startEmulator(t)
+  emulator.media.addSynthetic(MEDIA_ID, 4 * 1024 * 1024)
+  const proxy = await startProxy(t, emulator.url, { CACHE_DIR: cacheDir(t) })
+  const url = `${proxy.mediaUrl}/media/${MEDIA_ID}`
+  // Slow enough that all eight arrive while the first is still downloading.
+  emulator.faults.push({ dripDelayMs: 5, dripBytes: 256 * 1024 })
+  const responses = await Promise.all([
+    ...Array.from({ length: 7 }, () => get(url)),
+    get(url, { range: 'bytes=1000000-1000099' }),
+  ])
+  const expected = await synthetic(4 * 1024 * 1024)
+  for (const response of responses.slice(0, 7)) {
+    assert.equal(response.status, 200)
+    assert.ok(response.body.equals(expected))
+  }
+  assert.equal(responses[7]?.status, 206)
+  assert.deepEqual(responses[7]?.body, expected.subarray(1_000_000, 1_000_100))
+  assert.equal(mediaRequests(emulator).length, 1)
+  assert.equal(mediaRequests(emulator)[0]?.headers.range, undefined, 'the shared download is of the whole file')
+})
+
+test('failed, cut, partial, conditional and error answers are never stored', async (t) => {
+  const emulator = await startEmulator(t)
+  emulator.media.addSynthetic(MEDIA_ID, 200_000)
+  const dir = cacheDir(t)
+  const proxy = await startProxy(t, emulator.url, { CACHE_DIR: dir })
+  const url = `${proxy.mediaUrl}/media/${MEDIA_ID}`
+
+  // An error (404) is relayed and not stored.
+  const missing = await get(`${proxy.mediaUrl}/media/${OTHER_ID}`)
+  assert.equal(missing.status, 404)
+  assert.equal(missing.headers['cache-status'], 'vonage-media-proxy; fwd=uri-miss')
+  // A body cut part-way: the client sees a cut, nothing is stored.
+  emulator.faults.push({ resetAfterBytes: 100_000 })
+  await assert.rejects(get(url))
+  // A chunked 200 without a length cannot be checked: relayed, not stored.
+  emulator.faults.push({ chunked: true })
+  const chunked = await get(url)
+  assert.equal(chunked.status, 200)
+  assert.equal(chunked.headers['cache-status'], 'vonage-media-proxy; fwd=uri-miss')
+  // HEAD and conditional requests for a file not stored go upstream as they are (bypass).
+  assert.equal((await get(url, {}, 'HEAD')).status, 200)
+  const conditional = await get(url, { 'if-none-match': '"nope"' })
+  assert.equal(conditional.status, 200)
+  assert.equal(readdirSync(join(dir, 'data')).length, 0)
+  await waitFor(() => readdirSync(join(dir, 'tmp')).length === 0 || undefined, 'temporary files removed')
+
+  // Then a clean download is stored.
+  const clean = await get(url)
+  assert.equal(clean.headers['cache-status'], 'vonage-media-proxy; fwd=uri-miss; stored')
+  await waitFor(() => readdirSync(join(dir, 'data')).length === 1 || undefined, 'stored')
+  assert.equal((await get(url)).headers['cache-status'], 'vonage-media-proxy; hit')
+  const lines = proxy.logs.filter((line) => line.msg === 'request completed').map((line) => line.cache)
+  assert.deepEqual(lines, ['miss', 'miss', 'miss', 'bypass', 'bypass', 'miss', 'hit'])
+})
+
+test('POST stores the file now: 201 with bytes, type and sha256; 200 once stored; upstream 404 stays 404', async (t) => {
+  const emulator = await startEmulator(t)
+  emulator.media.addSynthetic(MEDIA_ID, 50_000, { contentType: 'audio/ogg' })
+  const proxy = await startProxy(t, emulator.url, { CACHE_DIR: cacheDir(t) })
+  const url = `${proxy.mediaUrl}/v3/media/${MEDIA_ID}`
+  const sha256 = createHash('sha256')
+    .update(await synthetic(50_000))
+    .digest('hex')
+
+  const created = await get(url, {}, 'POST')
+  assert.equal(created.status, 201)
+  assert.deepEqual(JSON.parse(created.body.toString()), { bytes: 50_000, contentType: 'audio/ogg', sha256 })
+  const again = await get(url, {}, 'POST')
+  assert.equal(again.status, 200)
+  assert.deepEqual(JSON.parse(again.body.toString()), { bytes: 50_000, contentType: 'audio/ogg', sha256 })
+  assert.equal(again.headers['cache-status'], 'vonage-media-proxy; hit')
+  assert.equal((await get(url)).headers['cache-status'], 'vonage-media-proxy; hit')
+  assert.equal(mediaRequests(emulator).length, 1)
+  assert.equal(mediaRequests(emulator)[0]?.method, 'GET')
+
+  const missing = await get(`${proxy.mediaUrl}/v3/media/${OTHER_ID}`, {}, 'POST')
+  assert.equal(missing.status, 404)
+
+  const put = await get(url, {}, 'PUT')
+  assert.equal(put.status, 405)
+  assert.equal(put.headers.allow, 'GET, HEAD, POST')
+})
+
+test('without a cache, POST is 405 with Allow: GET, HEAD, and no Cache-Status is sent', async (t) => {
+  const emulator = await startEmulator(t)
+  emulator.media.addSynthetic(MEDIA_ID, 1_000)
+  const proxy = await startProxy(t, emulator.url)
+  const url = `${proxy.mediaUrl}/v3/media/${MEDIA_ID}`
+  const post = await get(url, {}, 'POST')
+  assert.equal(post.status, 405)
+  assert.equal(post.headers.allow, 'GET, HEAD')
+  const ok = await get(url)
+  assert.equal(ok.headers['cache-status'], undefined)
+})
+
+test('the key is application, host and path: a hit for one application is not served to another', async (t) => {
+  const emulator = await startEmulator(t)
+  emulator.media.addSynthetic(MEDIA_ID, 1_000)
+  const proxy = await startProxy(t, emulator.url, { CACHE_DIR: cacheDir(t) })
+  const url = `${proxy.mediaUrl}/v3/media/${MEDIA_ID}`
+  await get(url)
+  assert.equal(
+    (await get(url, { 'vonage-application-id': APPLICATION_ID })).headers['cache-status'],
+    'vonage-media-proxy; hit',
+  )
+  // A recording with the same id is another file.
+  emulator.files.addSynthetic(MEDIA_ID, 1_000)
+  assert.equal(
+    (await get(`${proxy.mediaUrl}/v1/files/${MEDIA_ID}`)).headers['cache-status'],
+    'vonage-media-proxy; fwd=uri-miss; stored',
+  )
+})
