@@ -175,6 +175,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
     sendTimeoutMs: deps.sendTimeoutMs ?? DEFAULT_SEND_TIMEOUT_MS,
     relayBufferBytes: deps.relayBufferBytes,
     cache,
+    now: () => clock.now(),
     isDraining: () => draining,
     onOutcome: (outcome: Outcome) => {
       metrics.observeRequest(outcome)

@@ -48,11 +48,17 @@ const CLIENT_RESPONSE_HEADERS = new Set([
   'connection',
   'keep-alive',
   'transfer-encoding',
+  // The proxy's own safe-delivery headers (signed links issue): never Vonage's.
+  'x-content-type-options',
+  'content-security-policy',
+  'cross-origin-resource-policy',
 ])
 
 /** Headers an upstream might add that must never reach a client. */
 const UPSTREAM_EXTRA_HEADERS: OutgoingHttpHeaders = {
   'x-vonage-trace': 'internal-trace-id',
+  // Looser than the proxy's own: must never replace it.
+  'content-security-policy': 'default-src *',
   'x-request-id': 'chosen-by-upstream',
   'x-powered-by': 'upstream-framework',
   'www-authenticate': 'Bearer realm="upstream"',
@@ -171,6 +177,8 @@ test('only the allowlisted response headers reach the client', async (t) => {
   assert.equal(full.headers['content-type'], 'image/png')
   assert.equal(full.headers['content-length'], '4096')
   assert.equal(full.headers['content-disposition'], 'inline; filename="pic.png"')
+  assert.equal(full.headers['content-security-policy'], "default-src 'none'; sandbox")
+  assert.equal(full.headers['x-content-type-options'], 'nosniff')
   assert.equal(full.headers['cache-control'], 'private, max-age=172800')
   assert.equal(full.headers['accept-ranges'], 'bytes')
   assert.equal(full.headers.etag, item.etag)
@@ -333,8 +341,9 @@ test('a file name Vonage sends in UTF-8 or latin1 reaches the client as RFC 6266
       `attachment; filename="__.png"; filename*=UTF-8''%E6%97%A5%E6%9C%AC.png`,
     ],
     [
+      // A PDF is no image, audio or video: it is always a download, keeping its name.
       Buffer.from('inline; filename="caf\xe9.pdf"', 'latin1'),
-      `inline; filename="caf_.pdf"; filename*=ISO-8859-1''caf%E9.pdf`,
+      `attachment; filename="caf_.pdf"; filename*=ISO-8859-1''caf%E9.pdf`,
     ],
     [Buffer.from('attachment; filename="plain.txt"', 'latin1'), 'attachment; filename="plain.txt"'],
   ]

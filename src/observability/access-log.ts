@@ -43,7 +43,7 @@ export class AccessLog {
         `,"upstreamHost":${media ? `"${media.upstreamHost}"` : null}` +
         `,"upstreamStatus":${media?.upstreamStatus ?? null}` +
         `,"upstreamMs":${media?.upstreamMs == null ? null : round(media.upstreamMs)}` +
-        `,"retries":${media?.retries ?? 0}${media?.cache ? `,"cache":"${media.cache}"` : ''},"remoteAddress":${remoteAddress ? `"${remoteAddress}"` : null}` +
+        `,"retries":${media?.retries ?? 0}${media?.cache ? `,"cache":"${media.cache}"` : ''}${media?.linkExpires ? `,"linkExpires":${media.linkExpires}` : ''},"remoteAddress":${remoteAddress ? `"${remoteAddress}"` : null}` +
         `,"userAgent":${userAgent === undefined ? null : JSON.stringify(userAgent)}` +
         `,"aborted":${outcome.aborted},"msg":"request completed"}\n`,
     )

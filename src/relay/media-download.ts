@@ -7,6 +7,7 @@ import type { FastifyRequest } from 'fastify'
 import type { StoredDescription } from '../cache/fill.js'
 import { CACHE_MISS, type CacheResult, type CacheSink, type MediaCache } from '../cache/media-cache.js'
 import { errors, type ProxyError, problemResponse } from '../errors.js'
+import { corsHeaders, safeDeliveryHeaders } from '../links/safe-delivery.js'
 import { asciiContentDisposition, PASSED_BACK_RESPONSE_HEADERS, responseBasics } from './headers.js'
 import type { InFlightLimit } from './in-flight.js'
 import type { MediaOutcome } from './outcome.js'
@@ -26,6 +27,8 @@ export interface DownloadDeps {
   readonly relayBufferBytes?: number
   /** CACHE_DIR's cache, when there is one. */
   readonly cache?: MediaCache | undefined
+  /** CORS_ALLOWED_ORIGINS. */
+  readonly corsAllowedOrigins: ReadonlySet<string>
 }
 
 /** What the client asked: a POST stores the file (with a cache). */
@@ -43,6 +46,8 @@ export class MediaDownload implements CacheSink, RequestResources {
   #over = false
   #exchange: MediaSource | undefined
   #cacheResult: CacheResult | undefined
+  /** When the request came with a signed link: its expiry (unix seconds), for the log. */
+  readonly #linkExpires: number | undefined
   #listeningForDrain = false
   #sendTimer: NodeJS.Timeout | undefined
   /** When the client's socket last took a chunk, while the upstream waits for it. */
@@ -58,9 +63,11 @@ export class MediaDownload implements CacheSink, RequestResources {
     mediaId: string,
     upstreamRequest: UpstreamRequest,
     method: MediaMethod,
+    linkExpires: number | undefined,
   ) {
     this.#request = request
     this.#method = method
+    this.#linkExpires = linkExpires
     this.#res = res
     this.#served = served
     this.#deps = deps
@@ -104,11 +111,12 @@ export class MediaDownload implements CacheSink, RequestResources {
       upstreamStatus: summary?.upstreamStatus ?? null,
       upstreamMs: summary?.upstreamMs ?? null,
       cache: this.#cacheResult ?? null,
+      linkExpires: this.#linkExpires ?? null,
     }
   }
 
   start(status: number, upstreamHeaders: IncomingHttpHeaders, cacheStatus?: string): boolean {
-    const headers: OutgoingHttpHeaders = responseBasics(this.#request)
+    const headers: OutgoingHttpHeaders = this.#basics()
     if (this.#deps.cache) headers['cache-status'] = cacheStatus ?? CACHE_MISS
     // A 304 or 204 has no body. RFC 9110 lets a 304 carry the representation's Content-Length,
     // but clients such as undici (Node's fetch) then wait for a body: it is not passed on.
@@ -122,6 +130,14 @@ export class MediaDownload implements CacheSink, RequestResources {
       const joined = typeof value === 'string' ? value : value.join(', ')
       headers[name] = name === 'content-disposition' ? asciiContentDisposition(joined) : joined
     }
+    // A customer's file is untrusted content: only images, audio and video may show inline.
+    Object.assign(
+      headers,
+      safeDeliveryHeaders(
+        headers['content-type'] as string | undefined,
+        headers['content-disposition'] as string | undefined,
+      ),
+    )
     try {
       this.#res.writeHead(status, headers)
     } catch (err) {
@@ -159,6 +175,14 @@ export class MediaDownload implements CacheSink, RequestResources {
     // The last bytes may still wait for a client that has stopped reading: the send timeout
     // must watch them too, or the response (and its slot) would wait forever.
     if (res.writableLength > 0 && !this.#over) this.#watchClient()
+  }
+
+  /** What every response to a media request carries: its id, and CORS when origins are listed. */
+  #basics(): OutgoingHttpHeaders {
+    const headers: OutgoingHttpHeaders = responseBasics(this.#request)
+    const allowed = this.#deps.corsAllowedOrigins
+    if (allowed.size > 0) Object.assign(headers, corsHeaders(this.#request.headers.origin, allowed))
+    return headers
   }
 
   /** Starts the send timeout, unless it runs already: the upstream now waits for the client. */
@@ -201,7 +225,7 @@ export class MediaDownload implements CacheSink, RequestResources {
     const request = this.#request
     if (request.method !== 'HEAD') this.#served.wrote(body.length)
     headers['content-length'] = String(body.length)
-    this.#res.writeHead(status, { ...responseBasics(request), ...headers })
+    this.#res.writeHead(status, { ...this.#basics(), ...headers })
     this.#res.end(request.method === 'HEAD' ? undefined : body)
   }
 

@@ -36,12 +36,19 @@ export interface MediaPaths {
 
 const KINDS = { 'v3/media': '/v3/media/', 'v1/files': '/v1/files/' } as const
 
-export function decidePath(rawUrl: string, paths: MediaPaths): PathDecision {
+/** The path and query string of a request target as sent, the absolute form's authority dropped. */
+export function splitTarget(rawUrl: string): { path: string; query: string | undefined } {
   // The absolute form (RFC 9112 3.2.2) names this server: its authority is not a route.
   const absolute = /^[a-z][a-z0-9+.-]*:\/\/[^/?]*/i.exec(rawUrl)
   const target = absolute ? rawUrl.slice(absolute[0].length) || '/' : rawUrl
   const query = target.indexOf('?')
-  const segments = (query === -1 ? target : target.slice(0, query)).split('/')
+  return query === -1
+    ? { path: target, query: undefined }
+    : { path: target.slice(0, query), query: target.slice(query + 1) }
+}
+
+export function decidePath(rawUrl: string, paths: MediaPaths): PathDecision {
+  const segments = splitTarget(rawUrl).path.split('/')
   // segments[0] is the empty string before the leading slash.
   const [, first = '', second = '', third = ''] = segments
   const { base } = paths

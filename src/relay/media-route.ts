@@ -7,11 +7,13 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { ClientKey, Config } from '../config.js'
 import type { Applications } from '../credentials/applications.js'
-import { errors, sendProblem } from '../errors.js'
+import { errors, ProxyError, sendProblem } from '../errors.js'
+import { preflightHeaders } from '../links/safe-delivery.js'
+import { type LinkCheck, LinkVerifier } from '../links/signature.js'
 import { UUID } from '../uuid.js'
 import { FORWARDED_REQUEST_HEADERS } from './headers.js'
 import { type DownloadDeps, MediaDownload, type MediaMethod } from './media-download.js'
-import { decidePath, type MediaPaths } from './media-paths.js'
+import { decidePath, type MediaPaths, splitTarget } from './media-paths.js'
 import type { ServedRequest } from './served-request.js'
 
 /** Route templates (the metrics' route label); `*` catches anything else under a prefix. */
@@ -22,40 +24,44 @@ export const MEDIA_ALLOW_WITH_CACHE = 'GET, HEAD, POST'
 
 export interface MediaRouteOptions extends DownloadDeps {
   readonly config: Config
-  readonly applications: Applications
+  /** Who may read what (shared with POST /links). */
+  readonly access: MediaAccess
+  /** Milliseconds since the epoch: a signed link's expiry is checked against it. */
+  readonly now: () => number
 }
 
 /** The request header that names the application; never forwarded (the allowlist has it not). */
 const APPLICATION_HEADER = 'vonage-application-id'
 
 async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Promise<void> {
-  const { config, applications } = options
-  const defaultApplication = config.applicationId
+  const { config } = options
   const paths: MediaPaths = { base: config.upstreamBaseUrl, hosts: config.upstreamHosts }
-  const checkClientKey = clientKeyCheck(config.inboundApiKeys)
+  const { access } = options
+  const links =
+    config.linkSigningKeys.length > 0
+      ? new LinkVerifier({ keys: config.linkSigningKeys, maxTtlSeconds: config.linkMaxTtlSeconds, now: options.now })
+      : undefined
 
   function serveMedia(request: FastifyRequest, reply: FastifyReply): FastifyReply | undefined {
     // The path as the client sent it: Fastify's params are percent-decoded.
-    const decision = decidePath(request.raw.url ?? '', paths)
+    const rawUrl = request.raw.url ?? ''
+    const decision = decidePath(rawUrl, paths)
     if (decision.kind === 'host-not-allowed') return sendProblem(reply, errors.hostNotAllowed())
     if (decision.kind !== 'file') return sendProblem(reply, errors.invalidMediaId())
-    const clientKey = checkClientKey(request.headers.authorization)
-    if (clientKey === undefined) return sendProblem(reply, errors.unauthorized())
-    const named = request.headers[APPLICATION_HEADER]
-    let applicationId: string | undefined
-    if (named === undefined) {
-      if (defaultApplication === undefined) return sendProblem(reply, errors.applicationRequired())
-      applicationId = defaultApplication
-    } else {
-      applicationId = typeof named === 'string' ? named.trim().toLowerCase() : ''
+    // A signed link stands in for a client key (for reading only: the signature covers no method).
+    let link: LinkCheck | undefined
+    if (links !== undefined && rawUrl.includes('?')) {
+      const { path, query } = splitTarget(rawUrl)
+      link = links.verify(path, query ?? '')
+      if (link.kind === 'invalid' || (link.kind === 'valid' && request.method === 'POST')) {
+        return sendProblem(reply, errors.invalidLink())
+      }
     }
-    // The default too: its key may have been removed from the directory.
-    if (!UUID.test(applicationId) || !applications.has(applicationId)) {
-      return sendProblem(reply, errors.unknownApplication())
-    }
-    if (clientKey !== ALL_APPLICATIONS && !clientKey.has(applicationId)) {
-      return sendProblem(reply, errors.applicationForbidden())
-    }
+    const granted =
+      link?.kind === 'valid'
+        ? access.forLink(link.application)
+        : access.forClient(request.headers.authorization, request.headers[APPLICATION_HEADER])
+    if (granted instanceof ProxyError) return sendProblem(reply, granted)
 
     // From here the response is written to the socket directly, not through reply.
     reply.hijack()
@@ -67,7 +73,7 @@ async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Pr
       options,
       target.id,
       {
-        applicationId,
+        applicationId: granted,
         origin: target.origin,
         host: target.host,
         path: target.path,
@@ -76,6 +82,7 @@ async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Pr
         headers: forwardedHeaders(request),
       },
       request.method as MediaMethod,
+      link?.kind === 'valid' ? link.expires : undefined,
     )
     // A pipelined request waits for the responses ahead of it on its connection.
     if (reply.raw.socket) download.begin()
@@ -83,14 +90,35 @@ async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Pr
     return undefined
   }
 
+  const cors = config.corsAllowedOrigins
   const methods = options.cache ? ['GET', 'HEAD', 'POST'] : ['GET', 'HEAD']
   const allow = options.cache ? MEDIA_ALLOW_WITH_CACHE : MEDIA_ALLOW
+  // With CORS_ALLOWED_ORIGINS, a browser's preflight is answered (204), not refused.
+  const answered = cors.size > 0 ? [...methods, 'OPTIONS'] : methods
   for (const prefix of MEDIA_ROUTES) {
     app.route({ method: methods, url: `${prefix}/:id`, handler: serveMedia })
     // Anything else under the prefix: a bad id (or a foreign host) for GET/HEAD, 405 otherwise.
     app.route({ method: methods, url: `${prefix}/*`, handler: serveMedia })
+    if (cors.size > 0) {
+      app.route({
+        method: 'OPTIONS',
+        url: `${prefix}/*`,
+        handler: (request, reply) => {
+          const headers = request.headers
+          reply.headers(
+            preflightHeaders(
+              headers.origin,
+              headers['access-control-request-method'],
+              headers['access-control-request-headers'],
+              cors,
+            ),
+          )
+          return reply.code(204).send()
+        },
+      })
+    }
     app.route({
-      method: app.supportedMethods.filter((method) => !methods.includes(method)),
+      method: app.supportedMethods.filter((method) => !answered.includes(method)),
       url: `${prefix}/*`,
       onRequest: async (_request, reply) => {
         reply.header('allow', allow)
@@ -115,6 +143,50 @@ function forwardedHeaders(request: FastifyRequest): string[] {
 /** What a client key may use: every application, or those listed. */
 const ALL_APPLICATIONS = Symbol('all applications')
 type Scope = typeof ALL_APPLICATIONS | ReadonlySet<string>
+
+/**
+ * Who may read what: a client key (and the applications it may use), or a signed link (its
+ * application, or the default). Shared by the downloads and POST /links.
+ */
+export class MediaAccess {
+  readonly #defaultApplication: string | undefined
+  readonly #applications: Applications
+  readonly #checkClientKey: (authorization: string | undefined) => Scope | undefined
+
+  constructor(config: Config, applications: Applications) {
+    this.#defaultApplication = config.applicationId
+    this.#applications = applications
+    this.#checkClientKey = clientKeyCheck(config.inboundApiKeys)
+  }
+
+  /** The application a client may use, or the problem to answer: 401, 400 or 403. */
+  forClient(authorization: string | undefined, named: string | string[] | undefined): string | ProxyError {
+    const scope = this.#checkClientKey(authorization)
+    if (scope === undefined) return errors.unauthorized()
+    const application = this.#application(named)
+    if (application instanceof ProxyError) return application
+    if (scope !== ALL_APPLICATIONS && !scope.has(application)) return errors.applicationForbidden()
+    return application
+  }
+
+  /** A valid link's application (lower case already), or the default. */
+  forLink(application: string | undefined): string | ProxyError {
+    return this.#application(application)
+  }
+
+  #application(named: string | string[] | undefined): string | ProxyError {
+    let application: string
+    if (named === undefined) {
+      if (this.#defaultApplication === undefined) return errors.applicationRequired()
+      application = this.#defaultApplication
+    } else {
+      application = typeof named === 'string' ? named.trim().toLowerCase() : ''
+    }
+    // The default too: its key may have been removed from the directory.
+    if (!UUID.test(application) || !this.#applications.has(application)) return errors.unknownApplication()
+    return application
+  }
+}
 
 /**
  * The scope of the key presented, or undefined when it is missing or wrong. Compares in constant

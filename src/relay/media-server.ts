@@ -8,21 +8,25 @@ import type { Config } from '../config.js'
 import type { Applications } from '../credentials/applications.js'
 import { errors, sendProblem } from '../errors.js'
 import { prepareServer, refuseEarly, serverOptions } from '../http-servers.js'
+import { linksRoutePlugin } from '../links/links-route.js'
+import { corsHeaders } from '../links/safe-delivery.js'
 import { EarlyRefusals } from './client-errors.js'
 import { responseBasics } from './headers.js'
 import type { DownloadDeps } from './media-download.js'
-import { MEDIA_ALLOW, MEDIA_ALLOW_WITH_CACHE, mediaRoute } from './media-route.js'
+import { MEDIA_ALLOW, MEDIA_ALLOW_WITH_CACHE, MediaAccess, mediaRoute } from './media-route.js'
 import type { Outcome } from './outcome.js'
 import { ServedRequest } from './served-request.js'
 
 /** Under the media prefixes: an unknown method there is 405, not 404. */
 const MEDIA_PATH = /^\/((v3\/)?media|v1\/files|[^/?]+\/(v3\/media|v1\/files))\//
 
-export interface MediaServerOptions extends DownloadDeps {
+export interface MediaServerOptions extends Omit<DownloadDeps, 'corsAllowedOrigins'> {
   readonly config: Config
   readonly applications: Applications
   readonly logger: Logger
   readonly isDraining: () => boolean
+  /** Milliseconds since the epoch (signed links' expiry). */
+  readonly now: () => number
   /** Each request's outcome, once it is over. */
   readonly onOutcome: (outcome: Outcome) => void
 }
@@ -43,6 +47,7 @@ export async function createMediaServer(options: MediaServerOptions): Promise<Me
     options.onOutcome({ ...refusal, route: 'unmatched', seconds: 0, aborted: false, media: null }),
   )
   const server = Fastify(serverOptions(logger, refusals))
+  const cors = config.corsAllowedOrigins
   prepareServer(server, refusals)
   server.decorateRequest('served', null)
 
@@ -58,18 +63,24 @@ export async function createMediaServer(options: MediaServerOptions): Promise<Me
     open++
     request.served = new ServedRequest(request, reply, onOutcome)
     reply.headers(responseBasics(request))
+    // A browser can read a refusal (401, 403) too, not just a download.
+    if (cors.size > 0) reply.headers(corsHeaders(request.headers.origin, cors))
     if (!refuseEarly(request, reply, isDraining())) done()
   })
 
+  const access = new MediaAccess(config, options.applications)
   await server.register(mediaRoute, {
     config,
-    applications: options.applications,
+    access,
+    now: options.now,
+    corsAllowedOrigins: config.corsAllowedOrigins,
     upstream: options.upstream,
     inFlight: options.inFlight,
     sendTimeoutMs: options.sendTimeoutMs,
     relayBufferBytes: options.relayBufferBytes,
     cache: options.cache,
   })
+  if (config.linkSigningKeys.length > 0) await server.register(linksRoutePlugin, { config, access, now: options.now })
   server.setNotFoundHandler((request, reply) => {
     // Methods Fastify has no route table for (PROPFIND, …) land here even on media paths.
     if (MEDIA_PATH.test(request.url)) {

@@ -37,4 +37,6 @@ export interface MediaOutcome {
   readonly upstreamMs: number | null
   /** What the cache did (null without one). */
   readonly cache: CacheResult | null
+  /** A signed link's expiry (unix seconds), when the request came with one: never its signature. */
+  readonly linkExpires: number | null
 }
