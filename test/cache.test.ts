@@ -230,3 +230,20 @@ test('the key is application, host and path: a hit for one application is not se
     'vonage-media-proxy; fwd=uri-miss; stored',
   )
 })
+
+test('a download being stored finishes after its only client leaves, and is then a hit', async (t) => {
+  const emulator = await startEmulator(t)
+  emulator.media.addSynthetic(MEDIA_ID, 1024 * 1024)
+  const dir = cacheDir(t)
+  const proxy = await startProxy(t, emulator.url, { CACHE_DIR: dir })
+  emulator.faults.push({ dripDelayMs: 10, dripBytes: 64 * 1024 })
+  const res = await request(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
+  for await (const _chunk of res.body) break // the first chunk, then gone
+  await waitFor(() => (readdirSync(join(dir, 'data')).length === 1 ? true : undefined), 'the file stored')
+  const hit = await get(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
+  assert.equal(hit.headers['cache-status'], 'vonage-media-proxy; hit')
+  assert.ok(hit.body.equals(await synthetic(1024 * 1024)))
+  assert.equal(mediaRequests(emulator).length, 1)
+  const line = proxy.logs.find((entry) => entry.msg === 'request completed')
+  assert.equal(line?.aborted, true)
+})

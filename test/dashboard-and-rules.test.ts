@@ -1,7 +1,10 @@
-// Proves the Grafana dashboard and the Prometheus alert rules query only metrics the proxy exposes, and that promtool accepts and unit-tests the rules.
+// Proves the Grafana dashboard and the Prometheus alert rules query only metrics the proxy exposes (with a cache, so
+// that its series are there too), and that promtool accepts and unit-tests the rules.
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { type TestContext, test } from 'node:test'
 import { request } from 'undici'
 import { parseAllDocuments, parse as parseYaml } from 'yaml'
@@ -50,6 +53,11 @@ const REQUIRED_PANELS: Record<string, string> = {
   'Process memory': 'process_resident_memory_bytes',
   'Process CPU': 'process_cpu_seconds_total',
   'Event loop lag': 'nodejs_eventloop_lag_p99_seconds',
+  'Cache hit ratio': 'media_proxy_cache_requests_total',
+  'Cache requests by result': 'media_proxy_cache_requests_total',
+  'Cache size': 'media_proxy_cache_stored_bytes',
+  'Cache evictions': 'media_proxy_cache_evictions_total',
+  'Cache write failures': 'media_proxy_cache_write_failures_total',
 }
 
 const REQUIRED_ALERTS = [
@@ -60,6 +68,7 @@ const REQUIRED_ALERTS = [
   'MediaProxyUpstreamLatencyHigh',
   'MediaProxyInFlightNearLimit',
   'MediaProxyKeyReloadRefused',
+  'MediaProxyCacheCannotStore',
 ]
 
 /** Panels and alerts about each Vonage application: they keep the `application` label apart. */
@@ -116,10 +125,12 @@ function metricNames(expr: string): string[] {
   return [...names]
 }
 
-/** The metric families of a live proxy's /metrics, with their types. */
+/** The metric families of a live proxy's /metrics, with their types: a proxy with a cache, which adds its series. */
 async function exposedFamilies(t: TestContext): Promise<Map<string, string>> {
   const emulator = await startEmulator(t)
-  const proxy = await startProxy(t, emulator.url)
+  const cacheDir = mkdtempSync(join(tmpdir(), 'dashboard-cache-'))
+  t.after(() => rmSync(cacheDir, { recursive: true, force: true }))
+  const proxy = await startProxy(t, emulator.url, { CACHE_DIR: cacheDir })
   const res = await request(`${proxy.adminUrl}/metrics`)
   assert.equal(res.statusCode, 200)
   const families = new Map<string, string>()
@@ -231,6 +242,25 @@ test('the dashboard is importable Grafana JSON with the expected panels and a da
   }
   const refreshes = panels.find((panel) => panel.title === 'Token refresh failures')
   assert.ok(refreshes?.targets?.some((target) => target.expr.includes('result="failure"')))
+})
+
+test("the cache size panel draws CACHE_MAX_BYTES from a dashboard variable that defaults to the setting's default", () => {
+  const dashboard = loadDashboard()
+  const variable = dashboard.templating.list.find((candidate) => candidate.name === 'cache_max_bytes') as
+    | { type: string; query: unknown; current?: { value?: string } }
+    | undefined
+  assert.ok(variable, 'a cache_max_bytes variable')
+  assert.equal(variable.type, 'textbox', 'the operator types their CACHE_MAX_BYTES: the proxy does not export it')
+  const defaults = parseYaml(readFileSync(new URL('config/default.yaml', ROOT), 'utf8')) as Record<string, unknown>
+  assert.equal(String(variable.query), String(defaults.CACHE_MAX_BYTES))
+  assert.equal(variable.current?.value, String(defaults.CACHE_MAX_BYTES))
+  const size = panelsOf(dashboard).find((panel) => panel.title === 'Cache size')
+  assert.ok(
+    size?.targets?.some((target) => /\bvector\(\$cache_max_bytes\)/.test(target.expr)),
+    'the Cache size panel draws the limit',
+  )
+  const row = dashboard.panels.find((panel) => panel.type === 'row' && panel.title === 'Cache')
+  assert.ok(row, 'a Cache row')
 })
 
 test('every alert has a severity, a summary, a description and a runbook, and unit tests firing and silent', () => {

@@ -5,7 +5,9 @@
 // share the proxy's network namespace reach it), the admin port on every interface
 // (ADMIN_HOST=0.0.0.0: probes and Prometheus). The several-applications examples (compose's
 // applications profile, deploy/kubernetes/several-applications.yaml) are held to the same, with
-// a directory of keys mounted where VONAGE_APPLICATIONS_DIR points.
+// a directory of keys mounted where VONAGE_APPLICATIONS_DIR points. The cache (CACHE_DIR) is a
+// volume of its own, the only place the proxy writes: a named volume in compose, an emptyDir sized
+// for CACHE_MAX_BYTES in Kubernetes; the root filesystem stays read-only.
 import assert from 'node:assert/strict'
 import { createPrivateKey } from 'node:crypto'
 import { readFileSync } from 'node:fs'
@@ -259,6 +261,7 @@ function shutdownGraceMs(env: Record<string, string | null | undefined>): number
 const compose = parse(read('docker-compose.yml'), { merge: true }) as {
   services: Record<string, Service>
   secrets?: Json
+  volumes?: Json
 }
 
 /** Services that `docker compose --profile <profile> up` starts. */
@@ -454,6 +457,43 @@ test('docker-compose.yml: the applications profile mounts a directory of keys, r
   assertSidecarClient('applications', name)
   const client = servicesOf('applications').find(([, s]) => s.network_mode === `service:${name}`)
   assert.match(JSON.stringify(client?.[1].command ?? ''), /Vonage-Application-Id: /, 'the client names its application')
+})
+
+test('docker-compose.yml: each proxy keeps its cache in a directory of its own on a named volume handed to its user', () => {
+  const cacheDirs = new Set<string>()
+  for (const profile of ['vonage', 'applications']) {
+    const [[name, proxy]] = proxiesOf(profile) as [[string, Service]]
+    const dir = environment(proxy).CACHE_DIR ?? ''
+    assert.ok(dir.startsWith('/'), `${name}: CACHE_DIR=${dir} is an absolute path in the container`)
+    assert.ok(!cacheDirs.has(dir), `${name}: CACHE_DIR ${dir} is another proxy's too (each empties its tmp/ at start)`)
+    cacheDirs.add(dir)
+    assert.equal(proxy.read_only, true, `${name}: the root filesystem stays read-only beside the cache`)
+    const mount = ((proxy.volumes as string[] | undefined) ?? [])
+      .map((v) => v.split(':'))
+      .find(([, target = '']) => dir === target || dir.startsWith(`${target}/`))
+    assert.ok(mount, `${name}: a volume holds CACHE_DIR (${dir})`)
+    const [source = '', , mode] = mount
+    assert.ok(compose.volumes && source in compose.volumes, `${name}: ${source} is a named volume, not a host path`)
+    assert.notEqual(mode, 'ro', `${name}: the cache volume is writable`)
+
+    // A new named volume is root's: a one-shot the proxy waits for hands it to the proxy's user.
+    const [uid, gid = uid] = String(proxy.user).split(':')
+    const owner = Object.entries(proxy.depends_on as Record<string, Json>)
+      .filter(([, d]) => d.condition === 'service_completed_successfully')
+      .map(([dependency]) => [dependency, compose.services[dependency] as Service] as const)
+      .find(([, service]) => ((service.volumes as string[] | undefined) ?? []).some((v) => v.split(':')[0] === source))
+    assert.ok(owner, `${name} waits for a one-shot that prepares the ${source} volume`)
+    const [ownerName, ownerService] = owner
+    const ownerTarget = ((ownerService.volumes as string[]).find((v) => v.split(':')[0] === source) ?? '').split(':')[1]
+    assert.ok(ownerService.profiles?.includes(profile), `${ownerName} runs in the ${profile} profile`)
+    assert.ok(
+      JSON.stringify(ownerService.command).includes(`chownSync('${ownerTarget}', ${uid}, ${gid})`),
+      `${ownerName} hands ${ownerTarget} to ${uid}:${gid}`,
+    )
+    assert.equal(ownerService.read_only, true, `${ownerName}: read-only root filesystem`)
+    assert.deepEqual(ownerService.cap_drop, ['ALL'], `${ownerName}: root, but only with CHOWN`)
+    assert.deepEqual(ownerService.cap_add, ['CHOWN'], `${ownerName}: root, but only with CHOWN`)
+  }
 })
 
 test('docker-compose.yml: the demo profile swaps Vonage for the emulator and needs no account', () => {
@@ -718,6 +758,43 @@ test('Kubernetes: the resources quote docs/performance.md and fit MAX_IN_FLIGHT_
   assert.ok(quantity(requests.cpu) <= quantity(limits.cpu))
 })
 
+/** What the cache volume holds beyond CACHE_MAX_BYTES: files being stored, and block rounding. */
+const CACHE_VOLUME_MARGIN = 256 * MiB
+
+test('Kubernetes: the cache is an emptyDir at CACHE_DIR, sized above CACHE_MAX_BYTES, the root filesystem read-only', () => {
+  for (const { path, podSpec, sidecar, env } of WORKLOADS) {
+    const dir = (env.CACHE_DIR?.value ?? '').replace(/\/$/, '')
+    assert.ok(dir.startsWith('/'), `${path}: CACHE_DIR=${dir} is an absolute path`)
+    const mount = sidecar.volumeMounts?.find((m) => m.mountPath.replace(/\/$/, '') === dir)
+    assert.ok(mount, `${path}: a volume is mounted at CACHE_DIR (${dir})`)
+    assert.notEqual(mount.readOnly, true, `${path}: the cache volume is writable`)
+    assert.equal(mount.subPath, undefined, `${path}: the whole volume is the cache`)
+    assert.equal(
+      sidecar.securityContext?.readOnlyRootFilesystem,
+      true,
+      `${path}: the root filesystem stays read-only; the cache volume is the one place the proxy writes`,
+    )
+    const volume = podSpec.volumes?.find((v) => v.name === mount.name)
+    const emptyDir = volume?.emptyDir as { sizeLimit?: string; medium?: string } | undefined
+    assert.ok(emptyDir, `${path}: the cache is an emptyDir`)
+    assert.notEqual(emptyDir.medium, 'Memory', `${path}: tmpfs would count the files against the memory limit`)
+    assert.ok(emptyDir.sizeLimit, `${path}: the emptyDir has a sizeLimit`)
+    const maxBytes = Number(env.CACHE_MAX_BYTES?.value ?? DEFAULTS.CACHE_MAX_BYTES)
+    assert.ok(Number.isSafeInteger(maxBytes) && maxBytes > 0, `${path}: CACHE_MAX_BYTES=${maxBytes}`)
+    // Past sizeLimit the kubelet evicts the pod: the limit leaves room for files being stored.
+    const sizeLimit = quantity(emptyDir.sizeLimit)
+    assert.ok(
+      sizeLimit >= maxBytes + CACHE_VOLUME_MARGIN,
+      `${path}: sizeLimit ${emptyDir.sizeLimit} < CACHE_MAX_BYTES ${maxBytes} + ${CACHE_VOLUME_MARGIN / MiB} MiB`,
+    )
+  }
+  assert.deepEqual(
+    several.podSpec.volumes?.find((v) => v.name === 'media-cache'),
+    single.podSpec.volumes?.find((v) => v.name === 'media-cache'),
+    'the same cache volume in both examples',
+  )
+})
+
 test('Kubernetes: every container runs non-root, read-only, unprivileged', () => {
   for (const { path, podSpec } of WORKLOADS) {
     const pod = podSpec.securityContext ?? {}
@@ -809,7 +886,14 @@ test('Kubernetes, several applications: the keys are a Secret mounted where VONA
 test('Kubernetes, several applications: the same sidecar as deployment.yaml otherwise', () => {
   assert.equal(several.sidecar.image, single.sidecar.image, 'the same image')
   assert.deepEqual(several.sidecar.resources, single.sidecar.resources, 'the same resources (sized in deployment.yaml)')
-  for (const setting of ['HOST', 'ADMIN_HOST', 'SHUTDOWN_GRACE_MS', 'MAX_IN_FLIGHT_REQUESTS']) {
+  for (const setting of [
+    'HOST',
+    'ADMIN_HOST',
+    'SHUTDOWN_GRACE_MS',
+    'MAX_IN_FLIGHT_REQUESTS',
+    'CACHE_DIR',
+    'CACHE_MAX_BYTES',
+  ]) {
     assert.deepEqual(several.env[setting], single.env[setting], `the same ${setting}`)
   }
   for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) {

@@ -78,7 +78,8 @@ export class DiskStore {
       },
     })
     try {
-      mkdirSync(this.dataDir, { recursive: true })
+      // Customer files: the directories the proxy makes are its user's alone.
+      mkdirSync(this.dataDir, { recursive: true, mode: 0o700 })
     } catch (err) {
       throw new ConfigError('CACHE_DIR', `${dir} cannot be created (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
     }
@@ -206,7 +207,7 @@ function readHead(fd: number): { head: StoredHead; bodyOffset: number } {
 function prepareTmp(tmpDir: string): boolean {
   try {
     rmSync(tmpDir, { recursive: true, force: true })
-    mkdirSync(tmpDir, { recursive: true })
+    mkdirSync(tmpDir, { recursive: true, mode: 0o700 })
     const probe = join(tmpDir, '.probe')
     writeFileSync(probe, '')
     unlinkSync(probe)

@@ -52,6 +52,8 @@ export interface FillEvents {
   onWriteFailure(reason: string): void
   /** The fill is over, one way or another: it no longer takes new requests. */
   onDone(fill: Fill): void
+  /** Everyone left a fill being stored: may it finish unattended? */
+  adoptOrphan(fill: Fill): boolean
 }
 
 type State = 'waiting' | 'storing' | 'passthrough' | 'done'
@@ -83,6 +85,7 @@ export class Fill implements ResponseSink, GrowingFile {
   #broken: Error | undefined
   /** Why a 200 is not stored: it has no length, or the disk cannot take it. */
   #refusal: 'no-length' | 'disk' | undefined
+  #orphaned = false
   /** Disk space counted as taken while this file is stored. */
   #reservation = 0
 
@@ -126,14 +129,26 @@ export class Fill implements ResponseSink, GrowingFile {
     if (this.#state === 'storing') subscriber.storing(this)
   }
 
-  /** A request went away. The download goes on while anyone waits, or while it is being stored. */
+  /**
+   * A request went away. The download goes on while anyone waits, or while it is being stored
+   * and the cache lets it finish unattended (a bounded number of such downloads at a time).
+   */
   unsubscribe(subscriber: FillSubscriber): void {
     this.#subscribers.delete(subscriber)
     if (subscriber === this.#starter) this.#starter = undefined
-    if (this.#state === 'waiting' && this.#subscribers.size === 0) {
+    if (this.#subscribers.size > 0) return
+    if (this.#state === 'waiting') {
       this.#exchange?.cancel()
       this.#finish()
+    } else if (this.#state === 'storing') {
+      if (this.#events.adoptOrphan(this)) this.#orphaned = true
+      else this.cancel()
     }
+  }
+
+  /** Stored with nobody reading: the cache counts these. */
+  get orphaned(): boolean {
+    return this.#orphaned
   }
 
   // The passthrough's controls, for the starter's sink.
@@ -254,7 +269,8 @@ export class Fill implements ResponseSink, GrowingFile {
     try {
       // Other files being stored will take their share of the free space too.
       if (!hasRoom(store.tmpDir, size + store.reserved)) throw Object.assign(new Error('no space'), { code: 'ENOSPC' })
-      fd = openSync(path, 'wx')
+      // Customer files: readable by the proxy's user only.
+      fd = openSync(path, 'wx', 0o600)
       writeSync(fd, encoded)
     } catch (err) {
       if (fd !== undefined) closeSync(fd)

@@ -34,6 +34,12 @@ export interface CacheEvents {
   onWriteFailure(reason: string): void
 }
 
+/**
+ * Downloads being stored that every client has left, finished anyway (the file is worth having,
+ * as nginx finishes a cacheable response); beyond this many at once, such a download is cut.
+ */
+const MAX_ORPHANED_FILLS = 16
+
 /** The request headers that are evaluated against a stored file, never sent with a fill. */
 const CONDITIONAL_HEADERS = new Set(['range', 'if-range', 'if-none-match', 'if-modified-since'])
 
@@ -42,6 +48,7 @@ export class MediaCache {
   readonly #upstream: UpstreamClient
   readonly #events: CacheEvents
   readonly #fills = new Map<string, Fill>()
+  #orphans = 0
 
   constructor(dir: string, maxBytes: number, upstream: UpstreamClient, events: CacheEvents) {
     this.#store = new DiskStore(dir, maxBytes, events)
@@ -59,6 +66,10 @@ export class MediaCache {
 
   get files(): number {
     return this.#store.size
+  }
+
+  get maxBytes(): number {
+    return this.#store.maxBytes
   }
 
   /**
@@ -101,6 +112,12 @@ export class MediaCache {
         onWriteFailure: (reason) => this.#events.onWriteFailure(reason),
         onDone: (done) => {
           if (this.#fills.get(done.hash) === done) this.#fills.delete(done.hash)
+          if (done.orphaned) this.#orphans--
+        },
+        adoptOrphan: () => {
+          if (this.#orphans >= MAX_ORPHANED_FILLS) return false
+          this.#orphans++
+          return true
         },
       })
       this.#fills.set(hash, fill)

@@ -237,7 +237,11 @@ export class Metrics {
   }
 
   /** The cache's series, registered only when there is a cache. */
-  watchCache(cache: { readonly storedBytes: number; readonly files: number }): CacheCounters {
+  watchCache(cache: {
+    readonly storedBytes: number
+    readonly files: number
+    readonly maxBytes: number
+  }): CacheCounters {
     new Counter({
       name: 'media_proxy_cache_requests_total',
       help: 'Media requests by what the cache did: hit (from disk), miss (fetched, and stored when it could be), bypass (HEAD or conditional request for a file not stored).',
@@ -253,6 +257,11 @@ export class Metrics {
         this.set(cache.storedBytes)
       },
     })
+    new Gauge({
+      name: 'media_proxy_cache_max_bytes',
+      help: 'CACHE_MAX_BYTES: the most the cache holds.',
+      registers: [this.registry],
+    }).set(cache.maxBytes)
     new Gauge({
       name: 'media_proxy_cache_files',
       help: 'Files in the cache.',
