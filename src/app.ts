@@ -15,6 +15,7 @@ import { AccessLog, LOG_BASE } from './observability/access-log.js'
 import { createAdminServer } from './observability/admin-server.js'
 import { LogDestination } from './observability/log-destination.js'
 import { Metrics } from './observability/metrics.js'
+import { createTracing } from './observability/tracing.js'
 import { InFlightLimit } from './relay/in-flight.js'
 import { createMediaServer } from './relay/media-server.js'
 import type { Outcome } from './relay/outcome.js'
@@ -124,8 +125,10 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
     destination,
   )
   const clock = deps.clock ?? systemClock
+  const tracing = createTracing(config.tracing, { onExportFailure: exportFailureLog(logger) })
   const inFlight = new InFlightLimit(config.maxInFlightRequests)
   const metrics = new Metrics(VERSION, () => inFlight.count, inFlight.limit)
+  if (tracing.enabled) metrics.enableExemplars()
   // Filled in below: the applications' events update the token cache built after them.
   let tokens: TokenCache | undefined
   const applications = new Applications({
@@ -142,6 +145,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
   tokens = new TokenCache(applications, {
     ttlSeconds: config.jwtTtlSeconds,
     clock,
+    onSigning: tracing.enabled ? (application) => tracing.signing(application) : undefined,
     defaultApplicationId: config.applicationId,
     onRefresh: (application, result, token, error) => {
       metrics.countTokenRefresh(application, result, token)
@@ -159,6 +163,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
     retry: deps.retry,
     ca: deps.upstreamCa,
     onRetry: (reason) => metrics.countRetry(reason),
+    propagateTrace: config.upstreamTracePropagation,
     onResponse: (status, seconds, host) => metrics.observeUpstream(status, seconds, host),
   })
 
@@ -176,6 +181,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
     relayBufferBytes: deps.relayBufferBytes,
     cache,
     now: () => clock.now(),
+    tracing,
     isDraining: () => draining,
     onOutcome: (outcome: Outcome) => {
       metrics.observeRequest(outcome)
@@ -234,6 +240,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
         applications.close()
         tokens.close()
         await admin.close()
+        // What is still buffered goes to the collector, unless it takes too long.
+        await tracing.shutdown()
         stdout?.close()
       })()
       return closing
@@ -244,6 +252,20 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Prox
       await Promise.race([media.whenIdle(), sleep(REQUEST_END_WAIT_MS, undefined, { ref: false })])
       stdout?.flush()
     },
+  }
+}
+
+/** How often a collector that cannot be reached is logged (its spans are dropped meanwhile). */
+const EXPORT_WARNING_INTERVAL_MS = 60_000
+
+function exportFailureLog(logger: Logger): (error: Error) => void {
+  let last = Number.NEGATIVE_INFINITY
+  return (error) => {
+    const now = performance.now()
+    if (now - last < EXPORT_WARNING_INTERVAL_MS) return
+    last = now
+    const code = (error as NodeJS.ErrnoException).code ?? error.name
+    logger.warn({ reason: code }, 'traces could not be exported; spans are dropped until the collector answers')
   }
 }
 

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { parse as parseYaml } from 'yaml'
 import { KeyError, parsePrivateKey, readPrivateKeyFile } from './credentials/key.js'
+import { type TracingSettings, tracingSettings } from './observability/tracing.js'
 import { UUID } from './uuid.js'
 
 export const EX_CONFIG = 78
@@ -41,6 +42,7 @@ const SETTINGS = [
   'LINK_MAX_TTL_SECONDS',
   'PUBLIC_BASE_URL',
   'CORS_ALLOWED_ORIGINS',
+  'UPSTREAM_TRACE_PROPAGATION',
 ] as const
 export type Setting = (typeof SETTINGS)[number]
 
@@ -91,6 +93,10 @@ export interface Config {
   publicBaseUrl: string | undefined
   /** Origins (scheme://host[:port], lower case) browsers may fetch media from. */
   corsAllowedOrigins: ReadonlySet<string>
+  /** The standard OTEL_* settings, read from the environment only; undefined: tracing off. */
+  tracing: TracingSettings | undefined
+  /** Send each attempt's W3C traceparent to Vonage (off: the trace stops at the proxy). */
+  upstreamTracePropagation: boolean
 }
 
 /** A setting is missing or wrong. The message names the setting and never quotes a secret. */
@@ -135,6 +141,8 @@ const MEANINGS: Record<Setting, string> = {
   LINK_MAX_TTL_SECONDS: 'the longest lifetime a signed link may have',
   PUBLIC_BASE_URL: 'the base of the links POST /links returns (default: http://HOST:PORT)',
   CORS_ALLOWED_ORIGINS: 'comma-separated origins browsers may fetch media from',
+  UPSTREAM_TRACE_PROPAGATION:
+    "true: send each upstream attempt's W3C traceparent to Vonage (with OTEL_EXPORTER_OTLP_ENDPOINT)",
 }
 
 /** Every setting with its default (from the defaults file) and meaning, in order. */
@@ -206,10 +214,11 @@ export function loadConfig(options: LoadOptions = {}): Config {
       )
     }
   }
-  return parseConfig({ ...defaults, ...fromFile, ...fromEnv })
+  // OpenTelemetry's own variables come from the environment only, as its SDKs read them.
+  return parseConfig({ ...defaults, ...fromFile, ...fromEnv }, tracingSettings(env))
 }
 
-function parseConfig(raw: RawSettings): Config {
+function parseConfig(raw: RawSettings, tracing: TracingSettings | undefined): Config {
   const applicationsDir = nonEmpty(raw.VONAGE_APPLICATIONS_DIR)
   // With a directory of keys, a default application is optional, and its key may be there.
   const applicationId = applicationsDir
@@ -255,7 +264,16 @@ function parseConfig(raw: RawSettings): Config {
     linkMaxTtlSeconds: integer(raw, 'LINK_MAX_TTL_SECONDS', 1, 31_536_000),
     publicBaseUrl: publicBaseUrl(nonEmpty(raw.PUBLIC_BASE_URL)),
     corsAllowedOrigins: origins(raw.CORS_ALLOWED_ORIGINS ?? ''),
+    tracing,
+    upstreamTracePropagation: flag(raw, 'UPSTREAM_TRACE_PROPAGATION'),
   }
+}
+
+function flag(raw: RawSettings, name: Setting): boolean {
+  const value = required(raw, name).toLowerCase()
+  if (value === 'true') return true
+  if (value === 'false') return false
+  throw new ConfigError(name, 'must be true or false')
 }
 
 const MIN_SIGNING_KEY_LENGTH = 32

@@ -72,6 +72,8 @@ export interface TokenCacheOptions {
   clock?: Clock
   /** The application of calls that name none: the single signer's, or VONAGE_APPLICATION_ID. */
   defaultApplicationId?: string | undefined
+  /** Called before every signing attempt; what it returns is told how it went (a trace span). */
+  onSigning?: (applicationId: string) => { end(error?: unknown): void }
   /** Called after every signing attempt: feeds metrics and logs. */
   onRefresh?: (applicationId: string, result: RefreshResult, token: Token | undefined, error: unknown) => void
   /**
@@ -94,6 +96,7 @@ export class TokenCache {
   readonly #refreshAfterMs: number
   readonly #cache: LRUCache<string, Token>
   readonly #onRefresh: TokenCacheOptions['onRefresh']
+  readonly #onSigning: TokenCacheOptions['onSigning']
   readonly #proactive: boolean
   #timer: NodeJS.Timeout | undefined
   /** Per application, the jti invalidate() last dropped. */
@@ -113,6 +116,7 @@ export class TokenCache {
     this.#floorSeconds = options.ttlSeconds / 4
     this.#refreshAfterMs = Math.floor((options.ttlSeconds * 1000 * 2) / 3)
     this.#onRefresh = options.onRefresh
+    this.#onSigning = options.onSigning
     this.#proactive = options.proactive ?? true
     this.#cache = new LRUCache<string, Token>({
       max: options.max ?? DEFAULT_MAX_APPLICATIONS,
@@ -214,14 +218,17 @@ export class TokenCache {
     const signer = this.#signers.signer(applicationId)
     const isDefault = applicationId === this.#defaultApplicationId
     let token: Token
+    const span = this.#onSigning?.(applicationId)
     try {
       if (!signer) throw new Error(`no key for application ${applicationId}`)
       token = await signer.sign()
     } catch (err) {
+      span?.end(err)
       this.#onRefresh?.(applicationId, 'failure', undefined, err)
       if (isDefault) this.#schedule(RETRY_AFTER_FAILURE_MS)
       throw err
     }
+    span?.end()
     this.#onRefresh?.(applicationId, 'success', token, undefined)
     // A few ms past the cache's TTL, so that the timer's fetch finds the token stale.
     if (isDefault) this.#schedule(this.#refreshAfterMs + 10)

@@ -45,7 +45,8 @@ export class AccessLog {
         `,"upstreamMs":${media?.upstreamMs == null ? null : round(media.upstreamMs)}` +
         `,"retries":${media?.retries ?? 0}${media?.cache ? `,"cache":"${media.cache}"` : ''}${media?.linkExpires ? `,"linkExpires":${media.linkExpires}` : ''},"remoteAddress":${remoteAddress ? `"${remoteAddress}"` : null}` +
         `,"userAgent":${userAgent === undefined ? null : JSON.stringify(userAgent)}` +
-        `,"aborted":${outcome.aborted},"msg":"request completed"}\n`,
+        `,"aborted":${outcome.aborted}${outcome.trace ? `,"traceId":"${outcome.trace.traceId}"` : ''}` +
+        `,"msg":"request completed"}\n`,
     )
   }
 }

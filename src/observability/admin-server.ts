@@ -30,8 +30,9 @@ export async function createAdminServer(options: AdminServerOptions): Promise<Fa
     if (!refuseEarly(request, reply, false)) done()
   })
 
-  app.get('/metrics', async (_request, reply) => {
-    const { contentType, body } = await metrics.exposition()
+  app.get('/metrics', async (request, reply) => {
+    const { contentType, body } = await metrics.exposition(request.headers.accept)
+    reply.header('vary', 'Accept')
     return reply.type(contentType).send(body)
   })
 

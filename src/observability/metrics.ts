@@ -6,11 +6,12 @@
 // updated in place and read by prom-client when it is scraped: prom-client's own inc() and
 // observe() validate and hash the labels on every call, which cost about 6 us per request, as
 // much as the access log and the token together.
-import { Counter, collectDefaultMetrics, Gauge, type Metric, Registry } from 'prom-client'
+import { Counter, collectDefaultMetrics, Gauge, type Metric, type OpenMetricsContentType, Registry } from 'prom-client'
 import type { CacheResult } from '../cache/media-cache.js'
 import type { RefreshResult, Token } from '../credentials/token-cache.js'
 import type { Outcome } from '../relay/outcome.js'
 import type { RetryReason } from '../relay/retry-policy.js'
+import type { TraceRef } from './tracing.js'
 
 /** Up to ten minutes: a large download through a slow client is long, not broken. */
 export const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600]
@@ -39,14 +40,32 @@ class HistogramSeries {
     this.counts = new Array<number>(bounds.length + 1).fill(0)
   }
 
-  observe(value: number): void {
+  /** The latest traced observation per bucket, created once tracing samples one. */
+  exemplars: Array<Exemplar | undefined> | undefined
+
+  observe(value: number, trace?: TraceRef): void {
     const bounds = this.bounds
     let bucket = 0
     while (bucket < bounds.length && value > (bounds[bucket] as number)) bucket++
     ;(this.counts[bucket] as number)++
     this.sum += value
     this.count++
+    if (trace?.sampled) this.#exemplar(bucket, value, trace)
   }
+
+  #exemplar(bucket: number, value: number, trace: TraceRef): void {
+    this.exemplars ??= new Array<Exemplar | undefined>(this.counts.length)
+    const timestamp = Date.now() / 1000
+    const labelSet = { trace_id: trace.traceId as string, span_id: trace.spanId as string }
+    this.exemplars[bucket] = { labelSet, value, timestamp }
+  }
+}
+
+/** prom-client's exemplar shape: printed only in the OpenMetrics exposition. */
+interface Exemplar {
+  readonly labelSet: { readonly trace_id: string; readonly span_id: string }
+  readonly value: number
+  readonly timestamp: number
 }
 
 /**
@@ -77,14 +96,30 @@ class LiveHistogram {
 
   async get() {
     const bucket = `${this.name}_bucket`
-    const values: Array<{ labels: Record<string, string | number>; value: number; metricName: string }> = []
+    const values: Array<{
+      labels: Record<string, string | number>
+      value: number
+      metricName: string
+      exemplar?: Exemplar | undefined
+    }> = []
     for (const series of this.#series) {
       let cumulative = 0
+      const exemplars = series.exemplars
       this.bounds.forEach((le, i) => {
         cumulative += series.counts[i] as number
-        values.push({ labels: { le, ...series.labels }, value: cumulative, metricName: bucket })
+        values.push({
+          labels: { le, ...series.labels },
+          value: cumulative,
+          metricName: bucket,
+          exemplar: exemplars?.[i],
+        })
       })
-      values.push({ labels: { le: '+Inf', ...series.labels }, value: series.count, metricName: bucket })
+      values.push({
+        labels: { le: '+Inf', ...series.labels },
+        value: series.count,
+        metricName: bucket,
+        exemplar: exemplars?.[this.bounds.length],
+      })
       values.push({ labels: series.labels, value: series.sum, metricName: `${this.name}_sum` })
       values.push({ labels: series.labels, value: series.count, metricName: `${this.name}_count` })
     }
@@ -230,7 +265,7 @@ export class Metrics {
     const series =
       this.#requestSeries.get(route)?.get(method)?.get(status) ?? this.#newRequestSeries(method, route, status)
     series.requests.value++
-    series.duration.observe(outcome.seconds)
+    series.duration.observe(outcome.seconds, outcome.trace)
     series.bytes.value += outcome.bytes
     const cache = outcome.media?.cache
     if (cache) this.#cacheResults[cache].value++
@@ -326,9 +361,67 @@ export class Metrics {
     this.#keyReloads.inc({ application, result })
   }
 
-  async exposition(): Promise<{ contentType: string; body: string }> {
-    return { contentType: this.registry.contentType, body: await this.registry.metrics() }
+  /**
+   * The Prometheus text format; or OpenMetrics, with the duration histogram's exemplars (trace
+   * ids), when tracing is on and the scrape prefers it. The OpenMetrics view is built from
+   * stand-ins: prom-client renames a counter it renders as OpenMetrics (dropping `_total` from
+   * the metric itself), which must never touch the real ones.
+   */
+  async exposition(accept?: string): Promise<{ contentType: string; body: string }> {
+    if (!this.#exemplarsEnabled || !wantsOpenMetrics(accept)) {
+      return { contentType: this.registry.contentType, body: await this.registry.metrics() }
+    }
+    const view = new OpenMetricsRegistry(Registry.OPENMETRICS_CONTENT_TYPE)
+    for (const metric of this.registry.getMetricsAsArray() as unknown as RegisteredMetric[]) {
+      const standIn = {
+        name: metric.name,
+        help: metric.help,
+        type: metric.type,
+        aggregator: metric.aggregator,
+        reset() {},
+        async get() {
+          const value = await metric.get()
+          return value.type === 'counter' ? { ...value, name: value.name.replace(/_total$/, '') } : value
+        },
+      }
+      view.registerMetric(standIn as unknown as Metric)
+    }
+    return { contentType: Registry.OPENMETRICS_CONTENT_TYPE, body: await view.metrics() }
   }
+
+  #exemplarsEnabled = false
+
+  /** With tracing on, a scrape that asks for OpenMetrics gets exemplars. */
+  enableExemplars(): void {
+    this.#exemplarsEnabled = true
+  }
+}
+
+/** What prom-client's typings leave out: a registered metric's get(), and the Registry's content type. */
+interface RegisteredMetric {
+  readonly name: string
+  readonly help: string
+  readonly type: string
+  readonly aggregator: string
+  get(): Promise<{ name: string; type: string }>
+}
+const OpenMetricsRegistry = Registry as unknown as new (
+  type: OpenMetricsContentType,
+) => Registry<OpenMetricsContentType>
+
+/** Whether an Accept header prefers OpenMetrics to the text format (by q-value). */
+export function wantsOpenMetrics(accept: string | undefined): boolean {
+  if (!accept) return false
+  let openMetrics = 0
+  let text = 0
+  for (const range of accept.split(',')) {
+    const [type, ...parameters] = range.split(';').map((part) => part.trim().toLowerCase())
+    const q = Number(parameters.find((parameter) => parameter.startsWith('q='))?.slice(2) ?? '1')
+    if (!(q >= 0 && q <= 1)) continue
+    if (type === 'application/openmetrics-text') openMetrics = Math.max(openMetrics, q)
+    else if (type === 'text/plain') text = Math.max(text, q)
+  }
+  return openMetrics > 0 && openMetrics >= text
 }
 
 /** A prom-client collect() that sets a counter from series counted elsewhere. */

@@ -236,6 +236,7 @@ export class MediaDownload implements CacheSink, RequestResources {
    */
   abort(error: Error): void {
     this.#request.log.warn({ reason: error.message }, 'media response cut short')
+    this.#served.cutShort((error as NodeJS.ErrnoException).code ?? error.name)
     const socket = this.#res.socket
     if (socket && !socket.destroyed) socket.resetAndDestroy()
     this.#res.destroy()

@@ -10,6 +10,7 @@ import { errors, sendProblem } from '../errors.js'
 import { prepareServer, refuseEarly, serverOptions } from '../http-servers.js'
 import { linksRoutePlugin } from '../links/links-route.js'
 import { corsHeaders } from '../links/safe-delivery.js'
+import type { Tracing } from '../observability/tracing.js'
 import { EarlyRefusals } from './client-errors.js'
 import { responseBasics } from './headers.js'
 import type { DownloadDeps } from './media-download.js'
@@ -27,6 +28,7 @@ export interface MediaServerOptions extends Omit<DownloadDeps, 'corsAllowedOrigi
   readonly isDraining: () => boolean
   /** Milliseconds since the epoch (signed links' expiry). */
   readonly now: () => number
+  readonly tracing: Tracing
   /** Each request's outcome, once it is over. */
   readonly onOutcome: (outcome: Outcome) => void
 }
@@ -61,7 +63,7 @@ export async function createMediaServer(options: MediaServerOptions): Promise<Me
   }
   server.addHook('onRequest', (request, reply, done) => {
     open++
-    request.served = new ServedRequest(request, reply, onOutcome)
+    request.served = new ServedRequest(request, reply, options.tracing, onOutcome)
     reply.headers(responseBasics(request))
     // A browser can read a refusal (401, 403) too, not just a download.
     if (cors.size > 0) reply.headers(corsHeaders(request.headers.origin, cors))

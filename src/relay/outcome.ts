@@ -1,6 +1,7 @@
 // What a finished request on the media port came to: built once, when it is over, by its
 // ServedRequest, and only read by the access log and the metrics.
 import type { CacheResult } from '../cache/media-cache.js'
+import type { TraceRef } from '../observability/tracing.js'
 
 /** nginx's convention for "the client went away before a response was sent". */
 export const CLIENT_CLOSED_REQUEST = 499
@@ -23,6 +24,8 @@ export interface Outcome {
   readonly userAgent: string | undefined
   /** Set for a media request that passed its checks. */
   readonly media: MediaOutcome | null
+  /** The request's trace, when tracing is on (its id goes in the access line, an exemplar on the histogram). */
+  readonly trace?: TraceRef | undefined
 }
 
 export interface MediaOutcome {

@@ -3,6 +3,7 @@
 // the route attached, and when the request is over it lets the download release what it holds,
 // then emits the request's one Outcome.
 import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { RequestSpan, Tracing } from '../observability/tracing.js'
 import { CLIENT_CLOSED_REQUEST, type MediaOutcome, type Outcome } from './outcome.js'
 import { onRequestEnd } from './request-end.js'
 
@@ -24,12 +25,23 @@ export class ServedRequest {
   #bodyBytes = 0
   #acceptedBytes = 0
   #resources: RequestResources | undefined
+  /** The request's server span (a shared no-op with tracing off). */
+  readonly span: RequestSpan
+  readonly #traced: boolean
+  #cut = false
 
-  constructor(request: FastifyRequest, reply: FastifyReply, onOutcome: (outcome: Outcome) => void) {
+  constructor(request: FastifyRequest, reply: FastifyReply, tracing: Tracing, onOutcome: (outcome: Outcome) => void) {
     this.#request = request
     this.#reply = reply
     this.#remoteAddress = request.ip
     this.#onOutcome = onOutcome
+    this.#traced = tracing.enabled
+    this.span = tracing.startRequest(
+      request.method,
+      request.routeOptions.url ?? 'unmatched',
+      truncate(pathOf(request.url)),
+      request.headers,
+    )
     onRequestEnd(reply.raw, request.raw.socket, () => this.#end())
   }
 
@@ -47,13 +59,20 @@ export class ServedRequest {
     this.#resources = resources
   }
 
+  /** The response was cut short because its upstream body broke (or its client stalled). */
+  cutShort(reason: string): void {
+    this.#cut = true
+    this.span.event('response_cut', { bytes: this.#acceptedBytes, errorType: reason })
+  }
+
   #end(): void {
     const res = this.#reply.raw
     const request = this.#request
     const finished = res.writableFinished
     const media = this.#resources?.release(finished) ?? null
     const userAgent = request.headers['user-agent']
-    this.#onOutcome({
+    if (!finished && !this.#cut) this.span.event('client_aborted', { bytes: this.#acceptedBytes })
+    const outcome: Outcome = {
       requestId: request.id,
       method: request.method,
       route: request.routeOptions.url ?? 'unmatched',
@@ -65,7 +84,10 @@ export class ServedRequest {
       remoteAddress: this.#remoteAddress,
       userAgent: userAgent === undefined ? undefined : truncate(userAgent),
       media,
-    })
+      trace: this.#traced ? this.span : undefined,
+    }
+    this.span.end(outcome)
+    this.#onOutcome(outcome)
   }
 }
 

@@ -10,6 +10,7 @@ import { Agent, buildConnector, type Dispatcher } from 'undici'
 import type { Config } from '../config.js'
 import type { Token, TokenCache } from '../credentials/token-cache.js'
 import { type ProxyError, toProxyError } from '../errors.js'
+import type { AttemptSpan, RequestSpan } from '../observability/tracing.js'
 import { type AttemptResult, DEFAULT_RETRY_POLICY, decide, type RetryPolicy, type RetryReason } from './retry-policy.js'
 import { respondingSocket } from './upstream-sockets.js'
 
@@ -18,6 +19,8 @@ export interface UpstreamClientOptions {
   /** Extra CA certificates (PEM) to trust besides Node's (and NODE_EXTRA_CA_CERTS'), for tests. */
   ca?: string
   onRetry?: (reason: RetryReason) => void
+  /** Send each attempt's W3C traceparent upstream (UPSTREAM_TRACE_PROPAGATION). */
+  propagateTrace?: boolean
   /** Upstream status and time to headers, per upstream response (retried ones included). */
   onResponse?: (status: number, seconds: number, host: string) => void
 }
@@ -64,6 +67,8 @@ export interface UpstreamRequest {
   readonly method: 'GET' | 'HEAD'
   /** Headers to forward (already allowlisted), as name, value pairs; the token is added here. */
   readonly headers: readonly string[]
+  /** The request's server span: each attempt is a child of it. */
+  readonly trace?: RequestSpan | undefined
 }
 
 /** What an exchange came to, for the access log. */
@@ -147,6 +152,8 @@ export class Exchange implements Dispatcher.DispatchHandler, MediaSource {
   #upstreamStatus: number | null = null
   #upstreamMs: number | null = null
   #backoffTimer: NodeJS.Timeout | undefined
+  /** The trace span of the attempt under way. */
+  #attempt: AttemptSpan | undefined
 
   constructor(context: ExchangeContext, request: UpstreamRequest, sink: ResponseSink) {
     this.#context = context
@@ -183,6 +190,7 @@ export class Exchange implements Dispatcher.DispatchHandler, MediaSource {
   cancel(): void {
     if (this.#cancelled) return
     this.#cancelled = true
+    this.#endAttempt(this.#relaying ? this.#status : null, undefined, 'client_went_away')
     clearTimeout(this.#backoffTimer)
     this.#controller?.abort(new Error(CLIENT_WENT_AWAY))
   }
@@ -199,6 +207,16 @@ export class Exchange implements Dispatcher.DispatchHandler, MediaSource {
     this.#started = performance.now()
     const request = this.#request
     const headers = [...request.headers, 'authorization', `Bearer ${token.value}`]
+    const trace = request.trace
+    if (trace) {
+      const attempt = trace.attempt(request, this.#backoffs + (this.#refreshed ? 1 : 0))
+      this.#attempt = attempt
+      const traceparent = attempt.traceparent
+      if (traceparent !== undefined && this.#context.events.propagateTrace) {
+        headers.push('traceparent', traceparent)
+        if (attempt.tracestate) headers.push('tracestate', attempt.tracestate)
+      }
+    }
     this.#context.agent.dispatch({ origin: request.origin, path: request.path, method: request.method, headers }, this)
   }
 
@@ -214,6 +232,7 @@ export class Exchange implements Dispatcher.DispatchHandler, MediaSource {
     this.#upstreamStatus = status
     this.#upstreamMs = seconds * 1000
     this.#context.events.onResponse?.(status, seconds, this.#request.host)
+    this.#attempt?.firstByte()
     if (!this.#act({ status })) return
     this.#relaying = true
     this.#status = status
@@ -241,6 +260,7 @@ export class Exchange implements Dispatcher.DispatchHandler, MediaSource {
     this.#controller = undefined
     // undici ends a close-delimited body on a reset as on a FIN: only the socket knows.
     const reset = this.#closeDelimitedSocket?.errored
+    this.#endAttempt(this.#status, undefined, reset ? 'ECONNRESET' : undefined)
     if (reset) this.#sink.abort(reset)
     else this.#sink.end()
   }
@@ -252,6 +272,7 @@ export class Exchange implements Dispatcher.DispatchHandler, MediaSource {
       this.#act({ errorCode: (error as NodeJS.ErrnoException).code ?? '', cause: error })
       return
     }
+    this.#endAttempt(this.#status, undefined, (error as NodeJS.ErrnoException).code ?? error.name)
     // A 304 or 204 never has a body, whatever Content-Length says (RFC 9110 8.6).
     const bodiless = this.#status === 304 || this.#status === 204
     if (bodiless && (error as NodeJS.ErrnoException).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
@@ -259,6 +280,13 @@ export class Exchange implements Dispatcher.DispatchHandler, MediaSource {
     } else {
       this.#sink.abort(error)
     }
+  }
+
+  #endAttempt(status: number | null, retryReason?: RetryReason, errorType?: string): void {
+    const attempt = this.#attempt
+    if (attempt === undefined) return
+    this.#attempt = undefined
+    attempt.end(status, retryReason, errorType)
   }
 
   /**
@@ -269,6 +297,11 @@ export class Exchange implements Dispatcher.DispatchHandler, MediaSource {
   #act(result: AttemptResult): boolean {
     const decision = decide(result, { retries: this.#backoffs, refreshed: this.#refreshed }, this.#context.policy)
     if (decision.action === 'relay') return true
+    this.#endAttempt(
+      'status' in result ? result.status : null,
+      decision.action === 'retry' ? decision.reason : decision.action === 'refresh' ? 'unauthorized' : undefined,
+      'errorCode' in result ? result.errorCode || 'error' : undefined,
+    )
     const controller = this.#controller
     this.#controller = undefined
     controller?.abort(new Error('upstream response dropped'))
