@@ -232,6 +232,27 @@ async function assertEveryLineWorks(t: TestContext, output: string, mediaUrl: st
   }
 }
 
+/**
+ * The agent desktop page the demo prints signs its links (POST /links): each works, but the
+ * one shown as expired, which is 403. (test/browser-demo.test.ts opens it in a browser.)
+ */
+async function assertPageLinksWork(output: string): Promise<void> {
+  const pageUrl = /Agent desktop, in a browser: (\S+)/.exec(output)?.[1]
+  assert.ok(pageUrl, `the banner names the agent desktop page:\n${output}`)
+  const page = await fetch(pageUrl)
+  assert.equal(page.status, 200)
+  const links = [...(await page.text()).matchAll(/id="([\w-]+)" (?:src|href)="([^"]+)"/g)]
+  assert.deepEqual(
+    links.map(([, id]) => id),
+    ['image-us', 'image-eu', 'recording', 'attachment', 'expired'],
+  )
+  for (const [, id, link] of links) {
+    const res = await fetch((link as string).replaceAll('&amp;', '&'))
+    await res.arrayBuffer()
+    assert.equal(res.status, id === 'expired' ? 403 : 200, `#${id}`)
+  }
+}
+
 /** The demo's key folders in `tmp` (tsx and node keep their caches there too). */
 function keyFolders(tmp: string): string[] {
   return readdirSync(tmp).filter((name) => name.startsWith('vonage-media-proxy-demo-'))
@@ -277,6 +298,9 @@ test('npm run demo ignores the settings the shell exports, says so, and its curl
     // Honoured, either would break a line: api-eu.nexmo.com refused, or nothing to connect to.
     UPSTREAM_HOSTS: 'api-us.nexmo.com',
     UPSTREAM_CONNECT_TO: '127.0.0.1:1',
+    // Either would break the agent desktop page: its links, or its origin's CORS.
+    LINK_SIGNING_KEYS: 'some-long-key-for-signing-links-0123456789',
+    CORS_ALLOWED_ORIGINS: 'https://desk.example.com',
   })
   const { mediaUrl } = await demoReady(demo.output)
   await assertEveryLineWorks(t, demo.output(), mediaUrl, HAS_OPENSSL)
@@ -286,7 +310,15 @@ test('npm run demo ignores the settings the shell exports, says so, and its curl
     .split('\n')
     .filter((line) => line.includes('ignoring'))
   assert.equal(notice.length, 1, `one line names the ignored variables:\n${demo.output()}`)
-  for (const name of ['INBOUND_API_KEYS', 'CONFIG_FILE', 'UPSTREAM_BASE_URL', 'UPSTREAM_HOSTS', 'UPSTREAM_CONNECT_TO'])
+  for (const name of [
+    'INBOUND_API_KEYS',
+    'CONFIG_FILE',
+    'UPSTREAM_BASE_URL',
+    'UPSTREAM_HOSTS',
+    'UPSTREAM_CONNECT_TO',
+    'LINK_SIGNING_KEYS',
+    'CORS_ALLOWED_ORIGINS',
+  ])
     assert.match(notice[0] ?? '', new RegExp(name))
   assert.doesNotMatch(notice[0] ?? '', /some-long-key|another-long-key/, 'the notice never quotes a value')
 })
@@ -304,6 +336,7 @@ test('without openssl the demo falls back to plain http, says why, and its short
   assert.match(out, /Vonage Media API emulator: http:\/\/127\.0\.0\.1:\d+ /)
   assert.match(out, /without TLS: the openssl command is needed/)
   await assertEveryLineWorks(t, out, mediaUrl, false)
+  await assertPageLinksWork(out)
   demo.kill('SIGTERM')
   assert.equal(await exited, 0)
   assert.equal(existsSync(keyDir), false, 'the throwaway keys are deleted')
