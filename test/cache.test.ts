@@ -247,3 +247,32 @@ test('a download being stored finishes after its only client leaves, and is then
   const line = proxy.logs.find((entry) => entry.msg === 'request completed')
   assert.equal(line?.aborted, true)
 })
+
+test('clients that leave mid-hit, or pipeline hits they never read, leak no file descriptor', async (t) => {
+  const emulator = await startEmulator(t)
+  emulator.media.addSynthetic(MEDIA_ID, 4 * 1024 * 1024)
+  const proxy = await startProxy(t, emulator.url, { CACHE_DIR: cacheDir(t) })
+  const url = `${proxy.mediaUrl}/media/${MEDIA_ID}`
+  await get(url)
+  await waitFor(() => (proxy.app.inFlight.count === 0 ? true : undefined), 'the miss over')
+  const openFiles = () => readdirSync('/proc/self/fd').length
+  const baseline = openFiles()
+  for (let i = 0; i < 20; i++) {
+    const res = await request(url)
+    for await (const _chunk of res.body) break // one chunk, then gone
+  }
+  // Pipelined on one connection, never read.
+  const { connect } = await import('node:net')
+  const { port } = new URL(proxy.mediaUrl)
+  const socket = connect(Number(port), '127.0.0.1')
+  await new Promise((resolve) => socket.once('connect', resolve))
+  socket.write(`GET /media/${MEDIA_ID} HTTP/1.1\r\nHost: x\r\n\r\n`.repeat(8))
+  socket.pause()
+  await waitFor(() => (proxy.app.inFlight.count === 1 ? true : undefined), 'the first pipelined hit in flight')
+  socket.destroy()
+  await waitFor(
+    () => (proxy.app.inFlight.count === 0 && openFiles() <= baseline ? true : undefined),
+    'every cached file closed',
+  )
+  assert.equal(mediaRequests(emulator).length, 1)
+})

@@ -1,8 +1,9 @@
-// docs/signed-links.md is run, not just written: its table of test vectors is what signLink
-// gives, and each signing program (the fenced blocks whose first line is `// sign-link: <name>`
-// or `# sign-link: <name>`) gives those very signatures, from its function and from its
-// command line, and builds links the proxy's LinkVerifier accepts. The blocks run as they are
-// written; a language whose command is missing here is skipped, saying which.
+// The README's "Signed links for browsers" section is run, not just written: its table of test
+// vectors is what signLink gives, and each signing program (the fenced blocks whose first line
+// is `// sign-link: <name>` or `# sign-link: <name>`) gives those very signatures, from its
+// function and from its command line, and builds links the proxy's LinkVerifier accepts. The
+// blocks run as they are written; a language whose command is missing here is skipped, saying
+// which.
 import assert from 'node:assert/strict'
 import { execFile, spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -13,8 +14,11 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import { promisify } from 'node:util'
 import { LinkVerifier, signLink } from '../src/links/signature.js'
 
-const DOC = readFileSync(fileURLToPath(new URL('../docs/signed-links.md', import.meta.url)), 'utf8')
-const BLOCKS = [...DOC.matchAll(/^```(\w*)\n([\s\S]*?)^```$/gm)].map(([, info = '', text = '']) => ({ info, text }))
+const README = readFileSync(fileURLToPath(new URL('../README.md', import.meta.url)), 'utf8')
+const HEADING = '## Signed links for browsers\n'
+const SECTION = README.slice(README.indexOf(HEADING), README.indexOf('\n## ', README.indexOf(HEADING) + 1))
+/** Every fenced block of the section. */
+const BLOCKS = [...SECTION.matchAll(/^```(\w*)\n([\s\S]*?)^```$/gm)].map(([, info = '', text = '']) => ({ info, text }))
 const BASE_URL = 'http://localhost:8080/'
 const TTL_SECONDS = 300
 const run = promisify(execFile)
@@ -27,10 +31,10 @@ interface Vector {
   signature: string
 }
 
-/** The rows of the "Test vectors" table. */
+/** The rows of the section's test-vector table. */
 const VECTORS: Vector[] = (() => {
-  const section = DOC.slice(DOC.indexOf('## Test vectors'), DOC.indexOf('\n## ', DOC.indexOf('## Test vectors') + 1))
-  return [...section.matchAll(/^\| `([^`]+)` \| `(\d+)` \| (?:`([^`]+)`|—) \| `([^`]+)` \| `([^`]+)` \|$/gm)].map(
+  assert.ok(README.includes(HEADING), 'the README has a "Signed links for browsers" section')
+  return [...SECTION.matchAll(/^\| `([^`]+)` \| `(\d+)` \| (?:`([^`]+)`|—) \| `([^`]+)` \| `([^`]+)` \|$/gm)].map(
     ([, path = '', expires = '', application, key = '', signature = '']) => ({
       path,
       expires: Number(expires),
@@ -46,7 +50,7 @@ function program(name: string): string {
   const marked = BLOCKS.filter(({ text }) =>
     new RegExp(`^(//|#) sign-link: ${name}\\s*$`).test(text.split('\n')[0] ?? ''),
   )
-  assert.equal(marked.length, 1, `one block in docs/signed-links.md starts with "sign-link: ${name}"`)
+  assert.equal(marked.length, 1, `one block in "Signed links for browsers" starts with "sign-link: ${name}"`)
   return (marked[0] as { text: string }).text
 }
 
