@@ -44,6 +44,50 @@ test('a 103 Early Hints before the response is skipped; the 200 and its body arr
   assert.equal(await res.body.text(), 'hello')
 })
 
+test('an unsolicited 100 Continue is skipped like a 103: one upstream request, the 200 whole, the connection reused', async (t) => {
+  let requests = 0
+  const sockets = new Set<net.Socket>()
+  const continueHead = 'HTTP/1.1 100 Continue\r\nX-Odd: yes\r\n\r\n'
+  const server = net.createServer((socket) => {
+    sockets.add(socket)
+    socket.on('error', () => {})
+    let head = ''
+    socket.on('data', async (data: Buffer) => {
+      head += data.toString('latin1')
+      while (head.includes('\r\n\r\n')) {
+        head = head.slice(head.indexOf('\r\n\r\n') + 4)
+        const n = requests++
+        if (n === 0) {
+          // Two 100s, the first split across writes, then the response in its own write.
+          socket.write(continueHead.slice(0, 14))
+          await new Promise((resolve) => setTimeout(resolve, 20))
+          socket.write(continueHead.slice(14) + continueHead)
+          await new Promise((resolve) => setTimeout(resolve, 20))
+          socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello')
+        } else {
+          // On the reused connection: a 100 and the response in one write.
+          socket.write(`${continueHead}HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhello!`)
+        }
+      }
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.after(() => {
+    for (const socket of sockets) socket.destroy()
+    server.close()
+  })
+  const proxy = await startProxy(t, `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`)
+  const first = await request(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
+  assert.equal(first.statusCode, 200)
+  assert.equal(first.headers['x-odd'], undefined)
+  assert.equal(await first.body.text(), 'hello')
+  const second = await request(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
+  assert.equal(second.statusCode, 200)
+  assert.equal(await second.body.text(), 'hello!')
+  assert.equal(requests, 2, 'neither was retried')
+  assert.equal(sockets.size, 1, 'the connection was kept')
+})
+
 test('a 304 carrying Content-Length reaches the client as a 304, and the connection stays usable', async (t) => {
   const upstream = await scriptedUpstream(t, 'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 5\r\n\r\n')
   const proxy = await startProxy(t, upstream)

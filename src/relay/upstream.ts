@@ -11,6 +11,7 @@ import type { Config } from '../config.js'
 import type { Token, TokenCache } from '../credentials/token-cache.js'
 import { type ProxyError, toProxyError } from '../errors.js'
 import type { AttemptSpan, RequestSpan } from '../observability/tracing.js'
+import { skipUnsolicitedContinue } from './interim-continue.js'
 import { type AttemptResult, DEFAULT_RETRY_POLICY, decide, type RetryPolicy, type RetryReason } from './retry-policy.js'
 import { respondingSocket } from './upstream-sockets.js'
 
@@ -340,10 +341,16 @@ function connector(config: Config, ca: string | undefined): buildConnector.conne
     ...(ca ? { ca: [...rootCertificates, ca] } : {}),
   })
   const target = config.upstreamConnectTo
-  if (!target) return connect
-  return (options, callback) => {
+  const connected: buildConnector.connector = (options, callback) =>
+    connectTo(options, (err, socket) => {
+      if (socket)
+        skipUnsolicitedContinue(socket as Socket)
+        // biome-ignore lint/suspicious/noExplicitAny: undici's callback is overloaded on err
+      ;(callback as (...args: any[]) => void)(err, socket)
+    })
+  const connectTo: buildConnector.connector = (options, callback) => {
     // Plain http (a loopback emulator) goes where it is told; only TLS is redirected.
-    if (options.protocol !== 'https:') return connect(options, callback)
+    if (!target || options.protocol !== 'https:') return connect(options, callback)
     return connect(
       {
         ...options,
@@ -354,6 +361,7 @@ function connector(config: Config, ca: string | undefined): buildConnector.conne
       callback,
     )
   }
+  return connected
 }
 
 /** A body with neither a length nor chunked framing ends when the connection does (RFC 9112 6.3). */
