@@ -250,3 +250,44 @@ test('start-up: a default application without a key, or an unreadable directory,
   assert.equal(ok.code, 0, ok.stderr)
   assert.match(ok.stdout, /1 application key\(s\) loaded/)
 })
+
+test('with a cache, a stored file is still per application, and a key scoped to A gets 403 for a hit of B', async (t) => {
+  const dir = keyDir(t, [A, B])
+  const settings = join(dir, '..', `${dir.split('/').at(-1)}-cache-settings.yaml`)
+  writeFileSync(settings, `INBOUND_API_KEYS:\n  - key: ${KEY_A_ONLY}\n    applications: [${A}]\n  - ${KEY_ALL}\n`)
+  const cache = mkdtempSync(join(tmpdir(), 'vmp-app-cache-'))
+  t.after(() => {
+    rmSync(settings, { force: true })
+    rmSync(cache, { recursive: true, force: true })
+  })
+  const emulator = await startEmulator(t, { applicationId: A, publicKey: (appKeys[A] as TestKeys).publicKey })
+  emulator.addApplication(B, (appKeys[B] as TestKeys).publicKey)
+  emulator.media.addSynthetic(MEDIA_ID, 2048)
+  const proxy = await startProxy(t, emulator.url, {
+    VONAGE_APPLICATIONS_DIR: dir,
+    CONFIG_FILE: settings,
+    VONAGE_APPLICATION_ID: A,
+    VONAGE_PRIVATE_KEY: '',
+    CACHE_DIR: cache,
+  })
+  const all = { authorization: `Bearer ${KEY_ALL}`, 'vonage-application-id': B }
+  const stored = await request(`${proxy.mediaUrl}/media/${MEDIA_ID}`, { headers: all })
+  await stored.body.arrayBuffer()
+  assert.equal(stored.headers['cache-status'], 'vonage-media-proxy; fwd=uri-miss; stored')
+  const hit = await request(`${proxy.mediaUrl}/media/${MEDIA_ID}`, { headers: all })
+  await hit.body.arrayBuffer()
+  assert.equal(hit.headers['cache-status'], 'vonage-media-proxy; hit')
+  const before = emulator.requests.length
+
+  const scopedForB = await get(proxy, { authorization: `Bearer ${KEY_A_ONLY}`, 'vonage-application-id': B })
+  assert.equal(scopedForB.status, 403)
+  assert.match(scopedForB.body, /application-forbidden/)
+  // A's copy is A's own: fetched with A's token, not B's file.
+  const forA = await request(`${proxy.mediaUrl}/media/${MEDIA_ID}`, {
+    headers: { authorization: `Bearer ${KEY_A_ONLY}` },
+  })
+  await forA.body.arrayBuffer()
+  assert.equal(forA.headers['cache-status'], 'vonage-media-proxy; fwd=uri-miss; stored')
+  assert.equal(emulator.requests.length, before + 1)
+  assert.equal(last(emulator).application, A)
+})

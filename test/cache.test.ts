@@ -276,3 +276,11 @@ test('clients that leave mid-hit, or pipeline hits they never read, leak no file
   )
   assert.equal(mediaRequests(emulator).length, 1)
 })
+
+test('with a cache, refusals on media paths carry Cache-Status too', async (t) => {
+  const emulator = await startEmulator(t)
+  const proxy = await startProxy(t, emulator.url, { CACHE_DIR: cacheDir(t) })
+  const bad = await get(`${proxy.mediaUrl}/media/not-a-uuid`)
+  assert.equal(bad.status, 400)
+  assert.equal(bad.headers['cache-status'], 'vonage-media-proxy; fwd=uri-miss')
+})

@@ -4,6 +4,7 @@
 import type { FastifyInstance } from 'fastify'
 import Fastify from 'fastify'
 import type { Logger } from 'pino'
+import { CACHE_MISS } from '../cache/media-cache.js'
 import type { Config } from '../config.js'
 import type { Applications } from '../credentials/applications.js'
 import { errors, sendProblem } from '../errors.js'
@@ -67,6 +68,10 @@ export async function createMediaServer(options: MediaServerOptions): Promise<Me
     reply.headers(responseBasics(request))
     // A browser can read a refusal (401, 403) too, not just a download.
     if (cors.size > 0) reply.headers(corsHeaders(request.headers.origin, cors))
+    // Every media response says what the cache did: a refusal did not find anything stored.
+    if (options.cache && request.routeOptions.url !== undefined && request.routeOptions.url !== '/links') {
+      reply.header('cache-status', CACHE_MISS)
+    }
     if (!refuseEarly(request, reply, isDraining())) done()
   })
 
