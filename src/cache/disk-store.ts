@@ -44,6 +44,8 @@ export interface OpenedFile {
   readonly fd: number
   readonly head: StoredHead
   readonly bodyOffset: number
+  /** The start of the body, read with the header: all of a small file. */
+  readonly bodyStart: Buffer
 }
 
 export interface StoreEvents {
@@ -123,9 +125,9 @@ export class DiskStore {
     let fd: number | undefined
     try {
       fd = openSync(this.pathOf(hash), 'r')
-      const { head, bodyOffset } = readHead(fd)
+      const { head, bodyOffset, bodyStart } = readHead(fd)
       if (head.key !== key || bodyOffset + head.length + TRAILER !== size) throw new Error('damaged')
-      return { fd, head, bodyOffset }
+      return { fd, head, bodyOffset, bodyStart: bodyStart.subarray(0, head.length) }
     } catch {
       if (fd !== undefined) closeSync(fd)
       this.#index.delete(hash)
@@ -186,7 +188,7 @@ export function encodeHead(head: StoredHead): Buffer {
   return Buffer.concat([preamble, json])
 }
 
-function readHead(fd: number): { head: StoredHead; bodyOffset: number } {
+function readHead(fd: number): { head: StoredHead; bodyOffset: number; bodyStart: Buffer } {
   let buffer = Buffer.allocUnsafe(HEAD_READ)
   let read = readSync(fd, buffer, 0, HEAD_READ, 0)
   if (read < PREAMBLE || !buffer.subarray(0, 4).equals(MAGIC)) throw new Error('not a cache file')
@@ -200,7 +202,7 @@ function readHead(fd: number): { head: StoredHead; bodyOffset: number } {
   if (typeof head.key !== 'string' || !Number.isSafeInteger(head.length) || typeof head.headers !== 'object') {
     throw new Error('bad header')
   }
-  return { head, bodyOffset: PREAMBLE + length }
+  return { head, bodyOffset: PREAMBLE + length, bodyStart: buffer.subarray(PREAMBLE + length, read) }
 }
 
 /** Empties tmp/ (what a crash left) and checks a file can be written there. */

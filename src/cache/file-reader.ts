@@ -27,6 +27,8 @@ export class FileReader implements MediaSource {
   readonly #growing: GrowingFile | undefined
   readonly summary: ExchangeSummary
   #position: number
+  /** Body bytes [0, n) already read (with the file's header), served without another read. */
+  readonly #prefetched: Buffer | undefined
   #paused = false
   #reading = false
   #over = false
@@ -41,7 +43,9 @@ export class FileReader implements MediaSource {
     end: number,
     growing: GrowingFile | undefined,
     summary: ExchangeSummary,
+    prefetched?: Buffer,
   ) {
+    this.#prefetched = prefetched
     this.#sink = sink
     this.#fd = fd
     this.#bodyOffset = bodyOffset
@@ -84,6 +88,19 @@ export class FileReader implements MediaSource {
       } else {
         this.#growing?.wait(this.#pump)
       }
+      return
+    }
+    const prefetched = this.#prefetched
+    if (prefetched !== undefined && this.#position < prefetched.length) {
+      // A small file's body came with its header: no trip through the thread pool.
+      const chunk = prefetched.subarray(this.#position, Math.min(this.#end, prefetched.length))
+      this.#position += chunk.length
+      const more = this.#sink.data(chunk)
+      if (!more && this.#position < this.#end) {
+        this.#paused = true
+        return
+      }
+      this.#pump()
       return
     }
     const size = Math.min(CHUNK_BYTES, this.#end - this.#position, available - this.#position)

@@ -96,7 +96,16 @@ export class MediaCache {
         return { source: DONE, result: 'hit' }
       }
       const plan = planResponse(stored.head.headers, stored.head.length, method, conditionsOf(request.headers))
-      const reader = new FileReader(sink, stored.fd, stored.bodyOffset, plan.start, plan.end, undefined, NO_UPSTREAM)
+      const reader = new FileReader(
+        sink,
+        stored.fd,
+        stored.bodyOffset,
+        plan.start,
+        plan.end,
+        undefined,
+        NO_UPSTREAM,
+        stored.bodyStart,
+      )
       if (sink.start(plan.status, plan.headers, CACHE_HIT)) reader.run()
       else reader.cancel()
       return { source: reader, result: 'hit' }
