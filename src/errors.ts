@@ -25,6 +25,8 @@ export type ProblemCode =
   | 'request-timeout'
   | 'expectation-failed'
   | 'shutting-down'
+  | 'payload-too-large'
+  | 'unsupported-media-type'
   | 'not-storable'
   | 'cache-write-failed'
   | 'invalid-link'
@@ -209,6 +211,12 @@ export function toProxyError(error: unknown): ProxyError {
   if (status === 431) return errors.headersTooLarge()
   if (status === 405) return errors.methodNotAllowed()
   if (status === 404) return errors.notFound()
+  if (status === 413) {
+    return new ProxyError('payload-too-large', 413, 'Content Too Large', 'The request body is larger than accepted.')
+  }
+  if (status === 415) {
+    return new ProxyError('unsupported-media-type', 415, 'Unsupported Media Type', 'Send the body as application/json.')
+  }
   if (typeof status === 'number' && status >= 400 && status < 500) {
     return new ProxyError('bad-request', status, 'Bad Request', 'The request could not be understood.')
   }

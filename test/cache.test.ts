@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto'
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { Readable } from 'node:stream'
 import { test } from 'node:test'
 import { request } from 'undici'
 import { syntheticStream } from '../src/emulator/media-store.js'
@@ -283,4 +284,65 @@ test('with a cache, refusals on media paths carry Cache-Status too', async (t) =
   const bad = await get(`${proxy.mediaUrl}/media/not-a-uuid`)
   assert.equal(bad.status, 400)
   assert.equal(bad.headers['cache-status'], 'vonage-media-proxy; fwd=uri-miss')
+})
+
+test('POST takes no body: whatever a webhook client sends with it (an empty form, JSON, chunked) is ignored', async (t) => {
+  const emulator = await startEmulator(t)
+  emulator.media.addSynthetic(MEDIA_ID, 1_000)
+  const proxy = await startProxy(t, emulator.url, { CACHE_DIR: cacheDir(t) })
+  const url = `${proxy.mediaUrl}/v3/media/${MEDIA_ID}`
+  const cases: Array<{ headers: Record<string, string>; body?: string }> = [
+    { headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: '' },
+    { headers: { 'content-type': 'application/json' }, body: '' },
+    { headers: { 'content-type': 'application/octet-stream' }, body: 'ignored' },
+    { headers: { 'content-type': 'application/json' }, body: '{"not": "used"' },
+    { headers: {} },
+  ]
+  const statuses: number[] = []
+  for (const { headers, body } of cases) {
+    const res = await request(url, { method: 'POST', headers, body })
+    statuses.push(res.statusCode)
+    await res.body.arrayBuffer()
+  }
+  assert.deepEqual(statuses, [201, 200, 200, 200, 200])
+  const chunked = await request(url, {
+    method: 'POST',
+    body: Readable.from([Buffer.from('x')]),
+  })
+  assert.equal(chunked.statusCode, 200)
+  await chunked.body.arrayBuffer()
+  const huge = await request(url, { method: 'POST', body: Buffer.alloc(1024 * 1024) })
+  assert.equal(huge.statusCode, 413)
+  assert.equal(JSON.parse(await huge.body.text()).type, 'urn:vonage-media-proxy:problem:payload-too-large')
+})
+
+test('HEAD on a stored file reads nothing and counts no body bytes', async (t) => {
+  const emulator = await startEmulator(t)
+  emulator.media.addSynthetic(MEDIA_ID, 2 * 1024 * 1024)
+  const proxy = await startProxy(t, emulator.url, { CACHE_DIR: cacheDir(t) })
+  const url = `${proxy.mediaUrl}/media/${MEDIA_ID}`
+  await get(url)
+  const head = await get(url, {}, 'HEAD')
+  assert.equal(head.headers['cache-status'], 'vonage-media-proxy; hit')
+  assert.equal(head.headers['content-length'], String(2 * 1024 * 1024))
+  const lines = proxy.logs.filter((line) => line.msg === 'request completed')
+  assert.equal(lines.at(-1)?.bytes, 0)
+})
+
+test('a file whose readers come and go is counted once among the unattended downloads', async (t) => {
+  const emulator = await startEmulator(t)
+  const ids = Array.from({ length: 20 }, (_, i) => `${String(i).padStart(8, '0')}-0000-4000-8000-000000000000`)
+  for (const id of ids) emulator.media.addSynthetic(id, 256 * 1024)
+  const dir = cacheDir(t)
+  const proxy = await startProxy(t, emulator.url, { CACHE_DIR: dir })
+  for (const id of ids) {
+    emulator.faults.push({ dripDelayMs: 5, dripBytes: 32 * 1024 })
+    // Two readers, each leaving after the headers: the download is left twice.
+    for (let reader = 0; reader < 2; reader++) {
+      const res = await request(`${proxy.mediaUrl}/media/${id}`)
+      res.body.destroy()
+    }
+    await waitFor(() => (readdirSync(join(dir, 'data')).length > ids.indexOf(id) ? true : undefined), `${id} stored`)
+  }
+  assert.equal(readdirSync(join(dir, 'data')).length, 20, 'every file left by its readers was still stored')
 })

@@ -25,6 +25,9 @@ test('early refusals are in the access log, with their X-Request-Id, and in the 
   )
   const lines = await waitFor(() => (accessLines(proxy).length === 4 ? accessLines(proxy) : undefined), '4 lines')
   for (const answer of answers) {
+    // Safe delivery (signed links issue): a browser that follows a link to a refusal runs nothing.
+    assert.equal(answer.headers['x-content-type-options'], 'nosniff')
+    assert.equal(answer.headers['content-security-policy'], "default-src 'none'; sandbox")
     const line = lines.find((entry) => entry.reqId === answer.headers['x-request-id'])
     assert.ok(line, `an access line for the ${answer.status}`)
     assert.equal(line.status, answer.status)

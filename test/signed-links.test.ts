@@ -217,3 +217,37 @@ test('without CORS_ALLOWED_ORIGINS, OPTIONS on a media path stays 405 and no COR
   const get = await fetchRaw(`${proxy.mediaUrl}/v3/media/${MEDIA_ID}`, { headers: { origin: ORIGIN } })
   assert.equal(get.headers['access-control-allow-origin'], undefined)
 })
+
+test('a refused preflight grants nothing; ttlSeconds null is 400; a link pasted into the path is never logged whole', async (t) => {
+  const { proxy } = await setup(t)
+  const path = `/v3/media/${MEDIA_ID}`
+  for (const [method, headers] of [
+    ['GET', 'authorization'],
+    ['POST', ''],
+    ['GET', 'x-foo'],
+  ] as const) {
+    const refused = await fetchRaw(`${proxy.mediaUrl}${path}`, {
+      method: 'OPTIONS',
+      headers: {
+        origin: ORIGIN,
+        'access-control-request-method': method,
+        ...(headers ? { 'access-control-request-headers': headers } : {}),
+      },
+    })
+    assert.equal(refused.status, 204)
+    assert.equal(refused.headers['access-control-allow-origin'], undefined, `${method} ${headers}`)
+    assert.equal(refused.headers['access-control-allow-methods'], undefined)
+  }
+  const nullTtl = await fetchRaw(`${proxy.mediaUrl}/links`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${CLIENT_KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ path, ttlSeconds: null }),
+  })
+  assert.equal(nullTtl.status, 400)
+  const signature = signLink(KEY_1, path, now() + 60)
+  const pasted = await fetchRaw(`${proxy.mediaUrl}${path}%3Fexpires=${now() + 60}%26signature=${signature}`)
+  assert.equal(pasted.status, 400)
+  assert.ok(!proxy.rawLogs().includes(signature), 'the signature is not in the log')
+  const absolute = await fetchRaw(link(proxy.mediaUrl, path, now() + 60))
+  assert.equal(absolute.status, 200)
+})

@@ -140,7 +140,8 @@ export class Fill implements ResponseSink, GrowingFile {
     if (this.#state === 'waiting') {
       this.#exchange?.cancel()
       this.#finish()
-    } else if (this.#state === 'storing') {
+    } else if (this.#state === 'storing' && !this.#orphaned) {
+      // Counted once, however often its readers come and go.
       if (this.#events.adoptOrphan(this)) this.#orphaned = true
       else this.cancel()
     }

@@ -101,7 +101,8 @@ export class MediaCache {
         stored.fd,
         stored.bodyOffset,
         plan.start,
-        plan.end,
+        // A HEAD is answered with the headers alone: nothing is read, nothing counted as sent.
+        method === 'HEAD' ? plan.start : plan.end,
         undefined,
         NO_UPSTREAM,
         stored.bodyStart,

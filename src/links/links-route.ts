@@ -44,7 +44,7 @@ async function linksRoute(app: FastifyInstance, options: LinksRouteOptions): Pro
 
     const path = mediaPath(givenPath, url, paths)
     if (path instanceof ProxyError) return sendProblem(reply, path)
-    const ttl = ttlSeconds ?? Math.min(DEFAULT_TTL_SECONDS, config.linkMaxTtlSeconds)
+    const ttl = ttlSeconds === undefined ? Math.min(DEFAULT_TTL_SECONDS, config.linkMaxTtlSeconds) : ttlSeconds
     if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 1 || ttl > config.linkMaxTtlSeconds) {
       return sendProblem(
         reply,

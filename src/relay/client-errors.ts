@@ -27,6 +27,9 @@ export interface Refusal {
   readonly userAgent: string | undefined
 }
 
+/** What every response on the media port carries, these raw ones too (see headers.ts). */
+const SAFE_DELIVERY = "X-Content-Type-Options: nosniff\r\nContent-Security-Policy: default-src 'none'; sandbox\r\n"
+
 export class EarlyRefusals {
   readonly #onRefusal: ((refusal: Refusal) => void) | undefined
   readonly #answered = new WeakSet<Duplex>()
@@ -73,6 +76,8 @@ export class EarlyRefusals {
       ...headers,
       'content-length': body.length,
       'x-request-id': requestId,
+      'x-content-type-options': 'nosniff',
+      'content-security-policy': "default-src 'none'; sandbox",
       // The request may carry a body or an Upgrade we will not read: close rather than guess.
       connection: 'close',
     })
@@ -89,7 +94,7 @@ export class EarlyRefusals {
     if (socket.writable) {
       const head =
         `HTTP/1.1 ${error.status} ${error.title}\r\nContent-Type: ${headers['content-type']}\r\n` +
-        `Content-Length: ${body.length}\r\nX-Request-Id: ${requestId}\r\n${extra}Connection: close\r\n\r\n`
+        `Content-Length: ${body.length}\r\nX-Request-Id: ${requestId}\r\n${SAFE_DELIVERY}${extra}Connection: close\r\n\r\n`
       socket.end(Buffer.concat([Buffer.from(head, 'latin1'), body]))
     }
     // A lingering close, as nginx does: closing with unread input makes the kernel send a reset,

@@ -19,6 +19,8 @@ import type { ServedRequest } from './served-request.js'
 /** Route templates (the metrics' route label); `*` catches anything else under a prefix. */
 const MEDIA_ROUTES = ['/media', '/v3/media', '/v1/files', '/:host/v3/media', '/:host/v1/files'] as const
 export const MEDIA_ALLOW = 'GET, HEAD'
+/** The most of a POST's (ignored) body that is read before it is refused with 413. */
+const POST_BODY_LIMIT = 64 * 1024
 /** With a cache, a POST stores the file. */
 export const MEDIA_ALLOW_WITH_CACHE = 'GET, HEAD, POST'
 
@@ -92,10 +94,10 @@ async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Pr
   }
 
   const cors = config.corsAllowedOrigins
-  const methods = options.cache ? ['GET', 'HEAD', 'POST'] : ['GET', 'HEAD']
+  const methods = ['GET', 'HEAD']
   const allow = options.cache ? MEDIA_ALLOW_WITH_CACHE : MEDIA_ALLOW
-  // With CORS_ALLOWED_ORIGINS, a browser's preflight is answered (204), not refused.
-  const answered = cors.size > 0 ? [...methods, 'OPTIONS'] : methods
+  // With a cache, POST stores the file; with CORS_ALLOWED_ORIGINS, a preflight is answered (204).
+  const answered = [...methods, ...(options.cache ? ['POST'] : []), ...(cors.size > 0 ? ['OPTIONS'] : [])]
   for (const prefix of MEDIA_ROUTES) {
     app.route({ method: methods, url: `${prefix}/:id`, handler: serveMedia })
     // Anything else under the prefix: a bad id (or a foreign host) for GET/HEAD, 405 otherwise.
@@ -126,6 +128,20 @@ async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Pr
         return sendProblem(reply, errors.methodNotAllowed())
       },
       handler: async () => undefined,
+    })
+  }
+  if (options.cache) {
+    // A POST takes no body: whatever a webhook handler's HTTP client sends (an empty form, JSON,
+    // nothing) is read, bounded, and ignored, whatever its type.
+    await app.register(async (posts) => {
+      posts.removeAllContentTypeParsers()
+      posts.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: POST_BODY_LIMIT }, (_request, _body, done) =>
+        done(null, undefined),
+      )
+      for (const prefix of MEDIA_ROUTES) {
+        posts.route({ method: 'POST', url: `${prefix}/:id`, handler: serveMedia })
+        posts.route({ method: 'POST', url: `${prefix}/*`, handler: serveMedia })
+      }
     })
   }
 }

@@ -67,7 +67,8 @@ export async function createMediaServer(options: MediaServerOptions): Promise<Me
     request.served = new ServedRequest(request, reply, options.tracing, onOutcome)
     reply.headers(responseBasics(request))
     // A browser can read a refusal (401, 403) too, not just a download.
-    if (cors.size > 0) reply.headers(corsHeaders(request.headers.origin, cors))
+    // A preflight's answer is its own (preflightHeaders), granting nothing when it refuses.
+    if (cors.size > 0 && request.method !== 'OPTIONS') reply.headers(corsHeaders(request.headers.origin, cors))
     // Every media response says what the cache did: a refusal did not find anything stored.
     if (options.cache && request.routeOptions.url !== undefined && request.routeOptions.url !== '/links') {
       reply.header('cache-status', CACHE_MISS)

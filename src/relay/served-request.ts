@@ -4,6 +4,7 @@
 // then emits the request's one Outcome.
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { RequestSpan, Tracing } from '../observability/tracing.js'
+import { splitTarget } from './media-paths.js'
 import { CLIENT_CLOSED_REQUEST, type MediaOutcome, type Outcome } from './outcome.js'
 import { onRequestEnd } from './request-end.js'
 
@@ -91,9 +92,14 @@ export class ServedRequest {
   }
 }
 
+/**
+ * The path to log and trace: without the query (a link's signature), without an absolute-form
+ * target's authority (the client's choice, not ours), and with anything that still looks like
+ * a signature (a link percent-encoded into the path) blanked.
+ */
 function pathOf(url: string): string {
-  const query = url.indexOf('?')
-  return query === -1 ? url : url.slice(0, query)
+  const { path } = splitTarget(url)
+  return /signature/i.test(path) ? path.replace(/(signature(?:=|%3d))[^&/]*/gi, '$1[redacted]') : path
 }
 
 function truncate(value: string): string {
