@@ -27,6 +27,9 @@ function help(): string {
     'Settings, from the environment (default in brackets):',
     ...describeSettings().map((line) => `  ${line}`),
     '',
+    'Tracing: OTEL_EXPORTER_OTLP_ENDPOINT turns it on (OTLP over HTTP); the other standard OTEL_*',
+    'variables (service name, resource attributes, sampler, protocol, batching) are honoured.',
+    '',
   ].join('\n')
 }
 

@@ -25,6 +25,13 @@ const SETTINGS = [
   'MAX_IN_FLIGHT_REQUESTS',
   'SHUTDOWN_GRACE_MS',
   'LOG_LEVEL',
+  'CACHE_DIR',
+  'CACHE_MAX_BYTES',
+  'LINK_SIGNING_KEYS',
+  'LINK_MAX_TTL_SECONDS',
+  'PUBLIC_BASE_URL',
+  'CORS_ALLOWED_ORIGINS',
+  'UPSTREAM_TRACE_PROPAGATION',
 ]
 const VALID = {
   VONAGE_APPLICATION_ID: APPLICATION_ID,
@@ -47,6 +54,7 @@ test('--help and -h list every setting with its default, and the flags; exit 0',
     assert.match(result.stdout, /^\s+JWT_TTL_SECONDS\s.*\[900\]$/m)
     for (const option of ['--config', '--check-config', '--help', '--version'])
       assert.ok(result.stdout.includes(option))
+    assert.match(result.stdout, /OTEL_EXPORTER_OTLP_ENDPOINT/)
   }
 })
 
