@@ -14,7 +14,15 @@ declare module 'autocannon' {
     pipelining?: number
     headers?: Record<string, string>
     /** Each connection sends these in turn (over url and headers); built once unless dynamic. */
-    requests?: { method?: string; path?: string; headers?: Record<string, string> }[]
+    requests?: RequestOptions[]
+  }
+
+  export interface RequestOptions {
+    method?: string
+    path?: string
+    headers?: Record<string, string>
+    /** Makes the request dynamic: called before every send with the request to send, returns it changed. */
+    setupRequest?: (request: RequestOptions) => RequestOptions
   }
 
   export interface Histogram {

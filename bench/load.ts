@@ -22,6 +22,24 @@ export interface LoadSpec {
    * script, so that a run compared with one that sends it costs the load generator the same.
    */
   headerCycle?: { name: string; values: readonly string[] }
+  /**
+   * Paths instead of the URL's: request i goes to prefix + i (8 hex digits, from 0) + suffix
+   * when distinct, or to the path of i = 0 every time when not, through the same code either way
+   * (a wrk Lua script), so that a run of one path and a run of new ones cost the load generator
+   * the same.
+   */
+  pathSeries?: PathSeries
+}
+
+export interface PathSeries {
+  prefix: string
+  suffix: string
+  distinct: boolean
+}
+
+/** The path of request i of a series. */
+export function seriesPath(series: PathSeries, i: number): string {
+  return `${series.prefix}${(series.distinct ? i : 0).toString(16).padStart(8, '0')}${series.suffix}`
 }
 
 export interface LoadResult {
@@ -50,14 +68,20 @@ export function wrkAvailable(): boolean {
 export function wrk(group: ProcessGroup, dir: string): LoadGenerator {
   const output = join(dir, 'wrk.out')
   const script = join(dir, 'wrk-header-cycle.lua')
+  const seriesScript = join(dir, 'wrk-path-series.lua')
   return {
     name: 'wrk',
     async run(spec) {
       writeFileSync(output, '')
       const args = ['-t1', `-c${spec.connections}`, `-d${spec.durationSeconds}s`, '--latency']
+      if (spec.headerCycle && spec.pathSeries) throw new Error('wrk: a header cycle or a path series, not both')
       if (spec.headerCycle) {
         writeFileSync(script, headerCycleScript(spec.headerCycle))
         args.push('-s', script)
+      }
+      if (spec.pathSeries) {
+        writeFileSync(seriesScript, pathSeriesScript(spec.pathSeries))
+        args.push('-s', seriesScript)
       }
       args.push('--timeout', `${REQUEST_TIMEOUT_SECONDS}s`, spec.url)
       const child = group.spawn('wrk', 'wrk', args, { core: LOAD_CORE, stdoutFile: output, stderrFile: output })
@@ -85,6 +109,20 @@ function headerCycleScript(cycle: { name: string; values: readonly string[] }): 
     'function request()',
     '  i = i % #requests + 1',
     '  return requests[i]',
+    'end',
+    '',
+  ].join('\n')
+}
+
+/** wrk's Lua: one path formatted per request (seriesPath() in Lua; -t1, so one counter). */
+function pathSeriesScript(series: PathSeries): string {
+  const quote = (text: string) => JSON.stringify(text)
+  return [
+    `local prefix, suffix, distinct = ${quote(series.prefix)}, ${quote(series.suffix)}, ${series.distinct}`,
+    'local i = -1',
+    'function request()',
+    '  if distinct or i < 0 then i = i + 1 end',
+    '  return wrk.format(nil, string.format("%s%08x%s", prefix, i, suffix))',
     'end',
     '',
   ].join('\n')
@@ -129,13 +167,19 @@ export const inProcessGenerator: LoadGenerator = {
 
 async function autocannonRun(spec: LoadSpec): Promise<LoadResult> {
   const cycle = spec.headerCycle
+  const series = spec.pathSeries
+  let sent = 0
   const instance = autocannon({
     url: spec.url,
     connections: spec.connections,
     duration: spec.durationSeconds,
     timeout: REQUEST_TIMEOUT_SECONDS,
-    // Each connection sends these in turn, every one built once.
-    requests: cycle?.values.length ? cycle.values.map((value) => ({ headers: { [cycle.name]: value } })) : undefined,
+    // Each connection sends these in turn, built once; a series' path is built for every send.
+    requests: series
+      ? [{ setupRequest: (request) => ({ ...request, path: seriesPath(series, sent++) }) }]
+      : cycle?.values.length
+        ? cycle.values.map((value) => ({ headers: { [cycle.name]: value } }))
+        : undefined,
   })
   const latencies: number[] = []
   instance.on('response', (_client, status, _bytes, ms) => {
@@ -161,16 +205,19 @@ async function undiciLoop(spec: LoadSpec): Promise<LoadResult> {
   let errors = 0
   let non2xx = 0
   const cycle = spec.headerCycle
+  const series = spec.pathSeries
   let sentCount = 0
   const headersOf = (): Record<string, string> | undefined =>
     cycle?.values.length ? { [cycle.name]: cycle.values[sentCount++ % cycle.values.length] as string } : undefined
+  let seriesCount = 0
+  const pathOf = () => (series ? seriesPath(series, seriesCount++) : url.pathname)
   const started = performance.now()
   const deadline = started + spec.durationSeconds * 1000
   const loop = async () => {
     while (performance.now() < deadline) {
       const sent = performance.now()
       try {
-        const { statusCode, body } = await pool.request({ path: url.pathname, method: 'GET', headers: headersOf() })
+        const { statusCode, body } = await pool.request({ path: pathOf(), method: 'GET', headers: headersOf() })
         for await (const _chunk of body) {
           // Read and drop: only the time to the last byte matters.
         }

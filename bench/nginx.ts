@@ -87,6 +87,41 @@ export function originConfig(dir: string, port: number, root: string, tls?: TlsF
   )
 }
 
+/**
+ * The static files, and copies of them under new ids (bench/cache.ts): /v3/media/<id> whose last
+ * group is one of the files' serves that file. Every request is logged, unbuffered, to accessLog,
+ * so that what reached the origin can be counted.
+ */
+export function copiesOriginConfig(
+  dir: string,
+  name: string,
+  port: number,
+  root: string,
+  ids: readonly string[],
+  accessLog: string,
+): string {
+  const copies = ids.map(
+    (id) => `    "~^/v3/media/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-${id.slice(-12)}$" /v3/media/${id};`,
+  )
+  return mainConfig(
+    dir,
+    name,
+    `  access_log ${accessLog};
+  sendfile on;
+  tcp_nopush on;
+  types { }
+  default_type application/octet-stream;
+  map $uri $copy_of {
+    default /none;
+${copies.join('\n')}
+  }
+  server {
+    listen ${HOST}:${port};
+    location /v3/media/ { root ${root}; try_files $uri $copy_of =404; }
+  }`,
+  )
+}
+
 /** GET /media/<id> -> origin /v3/media/<id>, one static bearer token, no buffering, keep-alive upstream. */
 export function reverseProxyConfig(
   dir: string,

@@ -3,12 +3,14 @@
 // token: the benchmark isolates the proxy's cost from the RS256 checks the emulator would do.
 // A second, close-delimited origin (static-origin.ts --close-delimited) serves the same files
 // with bodies that end when the connection closes, for one of the memory runs; a third serves
-// them over HTTPS, for the host-prefixed routes (bench/host-routes.ts).
+// them over HTTPS, for the host-prefixed routes (bench/host-routes.ts); a fourth serves copies of
+// them under new ids and logs every request, for the cache (bench/cache.ts).
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { nginxHasSsl, originConfig, startNginx, type TlsFiles } from './nginx.js'
+import type { PathSeries } from './load.js'
+import { copiesOriginConfig, nginxHasSsl, originConfig, startNginx, type TlsFiles } from './nginx.js'
 import { freePort, HOST, waitForPort } from './ports.js'
 import { type Child, LOAD_CORE, type ProcessGroup } from './processes.js'
 
@@ -129,9 +131,70 @@ export async function startCloseDelimitedOrigin(
   return { ...origin, description: 'node:net, bodies delimited by the connection closing (no length, no chunks)' }
 }
 
+/**
+ * Copies of a body, for the copies origin: the proxy's paths /media/<n>-<series>-4000-8000-<the
+ * body id's last group> (n: 8 hex digits, series: 4), a new file for each n and each series.
+ */
+export function copyPaths(size: BodySize, series: number, distinct: boolean): PathSeries {
+  return {
+    prefix: '/media/',
+    suffix: `-${series.toString(16).padStart(4, '0')}-4000-8000-${size.id.slice(-12)}`,
+    distinct,
+  }
+}
+
+/**
+ * The same files, and copies of them under any id that ends in a file's last group (copyPaths()),
+ * so that a request for a file nobody asked for yet costs no file at the origin; every request is
+ * logged to accessLog (nginx's access log, or one line per request from static-origin.ts).
+ */
+export async function startCopiesOrigin(
+  group: ProcessGroup,
+  options: { kind: OriginKind; dir: string; root: string },
+): Promise<RunningOrigin & { child: Child; accessLog: string }> {
+  const port = await freePort()
+  const name = 'copies-origin'
+  const accessLog = join(options.dir, `${name}-access.log`)
+  writeFileSync(accessLog, '')
+  if (options.kind === 'nginx') {
+    const ids = BODY_SIZES.map((size) => size.id)
+    const nginx = await startNginx(group, {
+      name,
+      dir: options.dir,
+      config: copiesOriginConfig(options.dir, name, port, options.root, ids, accessLog),
+      port,
+      core: LOAD_CORE,
+    })
+    return {
+      kind: 'nginx',
+      description: 'nginx static files and their copies (sendfile, access log), token not verified',
+      url: nginx.url,
+      port,
+      pids: nginx.pids,
+      child: nginx.child,
+      accessLog,
+    }
+  }
+  const origin = await startNodeOrigin(group, { name, dir: options.dir, root: options.root, port, accessLog })
+  return {
+    ...origin,
+    description: 'node:http serving bodies and their copies from memory (access log), token not verified',
+    accessLog,
+  }
+}
+
 async function startNodeOrigin(
   group: ProcessGroup,
-  options: { name: string; dir: string; root: string; port: number; closeDelimited?: boolean; tls?: TlsFiles },
+  options: {
+    name: string
+    dir: string
+    root: string
+    port: number
+    closeDelimited?: boolean
+    tls?: TlsFiles
+    /** Serve copies (--copies) and log every request to this file. */
+    accessLog?: string
+  },
 ): Promise<RunningOrigin & { child: Child }> {
   const child = group.spawn(
     options.name,
@@ -144,6 +207,7 @@ async function startNodeOrigin(
       String(options.port),
       ...(options.closeDelimited ? ['--close-delimited'] : []),
       ...(options.tls ? ['--tls-cert', options.tls.certPath, '--tls-key', options.tls.keyPath] : []),
+      ...(options.accessLog ? ['--copies', '--access-log', options.accessLog] : []),
     ],
     {
       core: LOAD_CORE,

@@ -408,10 +408,216 @@ export function applicationsTable(summary: ApplicationsSummary): string {
   )
 }
 
+/** The cache phase's ways of serving a file (bench/cache.ts). */
+export const CACHE_VARIANTS = ['hit', 'miss', 'no cache'] as const
+export type CacheVariant = (typeof CACHE_VARIANTS)[number]
+
+/** One load run of the cache phase: one body size, one variant, one round. */
+export interface CacheCell {
+  round: number
+  size: string
+  bodyBytes: number
+  connections: number
+  variant: CacheVariant
+  load: LoadResult
+  proxyCpuSeconds: number
+  /** Requests that reached the origin during the run (its access log). */
+  upstreamRequests: number
+}
+
+export interface CacheVariantSummary {
+  size: string
+  connections: number
+  variant: CacheVariant
+  reqPerSec: number
+  mbPerSec: number
+  p50Ms: number
+  p99Ms: number
+  cpuUsPerRequest: number
+  /** Origin requests per response: 0 for hits, 1 for misses. */
+  upstreamPerRequest: number
+  /** Per round, this variant's CPU per request over the miss's, and over the proxy without a cache's. */
+  roundCpuVsMiss: number[]
+  roundCpuVsNoCache: number[]
+  /** Per round, this variant's MB/s over the miss's. */
+  roundMbPerSecVsMiss: number[]
+  /** The medians of the per-round ratios. */
+  cpuVsMiss: number
+  cpuVsNoCache: number
+  mbPerSecVsMiss: number
+  errors: number
+  non2xx: number
+}
+
+/** One round of GETs at once for one file not stored yet. */
+export interface SharedDownloadTrial {
+  clients: number
+  /** Responses 200 with the whole body. */
+  complete: number
+  /** Requests for the file that reached the origin (its access log). */
+  upstreamRequests: number
+  /** The Cache-Status values the clients got, and how many got each. */
+  cacheStatus: Record<string, number>
+}
+
+/** A proxy started on the stored files, or on an empty cache. */
+export interface CacheRebuildStart {
+  cache: 'empty' | 'stored'
+  trial: number
+  /** Files indexed, from its "cache opened" log line. */
+  files: number
+  /** From the spawn to its "cache opened" and "listening" log lines (their pino times). */
+  cacheOpenedMs: number
+  listeningMs: number
+  idleRssBytes: number
+}
+
+export interface CacheRebuildSummary {
+  files: number
+  /** Where they were: tmpfs, or the benchmark's temp dir on disk. */
+  filesystem: string
+  /** How long writing the stored files took (the benchmark's set-up, not the proxy's). */
+  writeSeconds: number
+  starts: CacheRebuildStart[]
+  /** Medians over the starts of each. */
+  empty: { cacheOpenedMs: number; listeningMs: number; idleRssBytes: number }
+  stored: { cacheOpenedMs: number; listeningMs: number; idleRssBytes: number }
+}
+
+export interface CacheSummary {
+  origin: string
+  rounds: number
+  /** Seconds per run, by body size. */
+  seconds: Record<string, number>
+  variants: CacheVariantSummary[]
+  sharedDownload: { bodyLabel: string; trials: SharedDownloadTrial[]; withoutCache: SharedDownloadTrial }
+  /** 16 slow clients reading one stored file, as run.ts's memory run, and what reached the origin meanwhile. */
+  slowHits: MemorySummary & { upstreamRequests: number }
+  rebuild: CacheRebuildSummary
+  cells: CacheCell[]
+}
+
+/** Medians across rounds per size and variant, and the medians of the per-round ratios. */
+export function summariseCache(
+  cells: readonly CacheCell[],
+  meta: Omit<CacheSummary, 'variants' | 'cells'>,
+): CacheSummary {
+  const perRequest = (cell: CacheCell) => (cell.proxyCpuSeconds * 1e6) / Math.max(1, cell.load.requests)
+  const mbPerSec = (cell: CacheCell) => (cell.load.reqPerSec * cell.bodyBytes) / 1e6
+  const sizes = [...new Set(cells.map((cell) => cell.size))]
+  const variants = sizes.flatMap((size) =>
+    CACHE_VARIANTS.flatMap((variant): CacheVariantSummary[] => {
+      const mine = cells.filter((cell) => cell.size === size && cell.variant === variant)
+      const first = mine[0]
+      if (!first) return []
+      const roundRatios = (reference: CacheVariant, of: (cell: CacheCell) => number) =>
+        mine.flatMap((cell) => {
+          const other = cells.find((c) => c.size === size && c.round === cell.round && c.variant === reference)
+          const r = other ? ratio(of(cell), of(other)) : undefined
+          return r === undefined ? [] : [r]
+        })
+      const roundCpuVsMiss = roundRatios('miss', perRequest)
+      const roundCpuVsNoCache = roundRatios('no cache', perRequest)
+      const roundMbPerSecVsMiss = roundRatios('miss', mbPerSec)
+      return [
+        {
+          size,
+          connections: first.connections,
+          variant,
+          reqPerSec: median(mine.map((cell) => cell.load.reqPerSec)),
+          mbPerSec: median(mine.map(mbPerSec)),
+          p50Ms: median(mine.map((cell) => cell.load.latencyMs.p50)),
+          p99Ms: median(mine.map((cell) => cell.load.latencyMs.p99)),
+          cpuUsPerRequest: median(mine.map(perRequest)),
+          upstreamPerRequest: median(mine.map((cell) => cell.upstreamRequests / Math.max(1, cell.load.requests))),
+          roundCpuVsMiss,
+          roundCpuVsNoCache,
+          roundMbPerSecVsMiss,
+          cpuVsMiss: median(roundCpuVsMiss),
+          cpuVsNoCache: median(roundCpuVsNoCache),
+          mbPerSecVsMiss: median(roundMbPerSecVsMiss),
+          errors: mine.reduce((sum, cell) => sum + cell.load.errors, 0),
+          non2xx: mine.reduce((sum, cell) => sum + cell.load.non2xx, 0),
+        },
+      ]
+    }),
+  )
+  return { ...meta, variants, cells: [...cells] }
+}
+
+/** The way each variant serves a file, as the table names it. */
+const CACHE_VARIANT_LABELS: Record<CacheVariant, string> = {
+  hit: 'hit (one stored file)',
+  miss: 'miss (a new file each request)',
+  'no cache': 'no cache (a new file each request)',
+}
+
+export function cacheTable(summary: CacheSummary): string {
+  const x = (value: number) => (Number.isNaN(value) ? '-' : `${fmt(value, 2)}x`)
+  return table(
+    [
+      'body (conns)',
+      'variant',
+      'req/s',
+      'MB/s',
+      'p50 ms',
+      'p99 ms',
+      'CPU us/req',
+      'CPU vs miss',
+      'CPU vs no cache',
+      'MB/s vs miss',
+      'upstream/req',
+    ],
+    summary.variants.map((v) => [
+      `${v.size} (${v.connections})`,
+      CACHE_VARIANT_LABELS[v.variant] + (v.errors + v.non2xx > 0 ? ` [${v.errors} err, ${v.non2xx} non-2xx]` : ''),
+      fmt(v.reqPerSec),
+      fmt(v.mbPerSec, 1),
+      fmt(v.p50Ms, 3),
+      fmt(v.p99Ms, 3),
+      fmt(v.cpuUsPerRequest, 1),
+      x(v.cpuVsMiss),
+      x(v.cpuVsNoCache),
+      x(v.mbPerSecVsMiss),
+      fmt(v.upstreamPerRequest, 2),
+    ]),
+  )
+}
+
+/** The shared downloads in one line: origin requests per trial, and without a cache. */
+export function sharedDownloadLine(shared: CacheSummary['sharedDownload']): string {
+  const statuses = (trial: SharedDownloadTrial) =>
+    Object.entries(trial.cacheStatus)
+      .map(([value, count]) => `${count}x "${value}"`)
+      .join(', ')
+  return (
+    `${shared.trials[0]?.clients} GETs at once for one ${shared.bodyLabel} file not stored yet, requests at the ` +
+    `origin: ${shared.trials
+      .map((t) => `${t.upstreamRequests} (${t.complete}/${t.clients} complete; Cache-Status ${statuses(t)})`)
+      .join(', ')}; through the proxy without a cache: ${shared.withoutCache.upstreamRequests}`
+  )
+}
+
+export function cacheRebuildTable(rebuild: CacheRebuildSummary): string {
+  const row = (label: string, files: number, m: CacheRebuildSummary['empty']) => [
+    label,
+    fmt(files),
+    fmt(m.cacheOpenedMs),
+    fmt(m.listeningMs),
+    fmt(m.idleRssBytes / MiB, 1),
+  ]
+  const indexed = rebuild.starts.find((start) => start.cache === 'stored')?.files ?? 0
+  return table(
+    ['CACHE_DIR', 'files indexed', 'cache opened ms', 'listening ms', 'idle RSS MiB'],
+    [row('empty', 0, rebuild.empty), row(`${fmt(rebuild.files)} stored files`, indexed, rebuild.stored)],
+  )
+}
+
 export interface TargetCheck {
   target: string
   value: string
-  verdict: 'met' | 'missed' | 'n/a'
+  /** 'no target': measured and reported, with no figure set to hold it against yet. */
+  verdict: 'met' | 'missed' | 'n/a' | 'no target'
 }
 
 const MiB = 1024 * 1024
@@ -427,6 +633,7 @@ export function checkTargets(
   many?: ManyClientsSummary,
   hostRoutes?: HostRoutesSummary,
   applications?: ApplicationsSummary,
+  cache?: CacheSummary,
 ): TargetCheck[] {
   const at = (size: string, target: TargetName) => summaries.find((s) => s.size === size && s.target === target)
   const checks: TargetCheck[] = []
@@ -538,10 +745,88 @@ export function checkTargets(
       applications ? applications.cold.firstSignatures === 1 && applications.cold.secondSignatures === 0 : undefined,
     ),
   })
+  checks.push(...cacheChecks(cache))
   checks.push({
     target: 'zero RS256 signatures per request',
     value: signatures ? `${fmt(signatures.per10k, 1)} per 10,000 requests` : 'not measured',
     verdict: verdict(signatures ? signatures.signatures === 0 : undefined),
+  })
+  return checks
+}
+
+/** The cache phase's targets (bench/cache.ts). */
+function cacheChecks(cache: CacheSummary | undefined): TargetCheck[] {
+  const verdict = (ok: boolean | undefined): TargetCheck['verdict'] =>
+    ok === undefined ? 'n/a' : ok ? 'met' : 'missed'
+  const at = (size: string, variant: CacheVariant) =>
+    cache?.variants.find((v) => v.size === size && v.variant === variant)
+  const failedAt = (size: string) =>
+    cache?.variants.filter((v) => v.size === size).reduce((sum, v) => sum + v.errors + v.non2xx, 0) ?? 0
+  const range = (values: readonly number[]) =>
+    `median of ${values.length} rounds, ${fmt(Math.min(...values), 2)}-${fmt(Math.max(...values), 2)}`
+  const checks: TargetCheck[] = []
+
+  const smallHit = at('1 KiB', 'hit')
+  const smallMiss = at('1 KiB', 'miss')
+  const smallNoCache = at('1 KiB', 'no cache')
+  const smallFailed = failedAt('1 KiB')
+  const cpuMeasured = smallHit && smallMiss && smallHit.roundCpuVsMiss.length > 0
+  checks.push({
+    target: '1 KiB: a cache hit costs less CPU per request than a miss',
+    value: cpuMeasured
+      ? `${fmt(smallHit.cpuVsMiss, 2)}x a miss (${range(smallHit.roundCpuVsMiss)}; ` +
+        `${fmt(smallHit.cpuUsPerRequest, 1)} vs ${fmt(smallMiss.cpuUsPerRequest, 1)} us), ` +
+        `${fmt(smallHit.cpuVsNoCache, 2)}x no cache (${fmt(smallNoCache?.cpuUsPerRequest, 1)} us)` +
+        (smallFailed > 0 ? `; ${smallFailed} failed responses` : '')
+      : 'not measured',
+    // Failed responses cost less than served ones: a run with any says nothing about the target.
+    verdict: verdict(cpuMeasured && smallFailed === 0 ? smallHit.cpuVsMiss < 1 : undefined),
+  })
+  const bigHit = at('32 MiB', 'hit')
+  const bigMiss = at('32 MiB', 'miss')
+  const bigNoCache = at('32 MiB', 'no cache')
+  const bigFailed = failedAt('32 MiB')
+  const mbMeasured = bigHit && bigMiss && bigHit.roundMbPerSecVsMiss.length > 0
+  checks.push({
+    target: "32 MiB: a cache hit's throughput >= a miss's",
+    value: mbMeasured
+      ? `${fmt(bigHit.mbPerSecVsMiss, 2)}x (${range(bigHit.roundMbPerSecVsMiss)}; ` +
+        `${fmt(bigHit.mbPerSec)} vs ${fmt(bigMiss.mbPerSec)} MB/s; no cache ${fmt(bigNoCache?.mbPerSec)} MB/s)` +
+        (bigFailed > 0 ? `; ${bigFailed} failed responses` : '')
+      : 'not measured',
+    verdict: verdict(mbMeasured && bigFailed === 0 ? bigHit.mbPerSecVsMiss >= 1 : undefined),
+  })
+  const shared = cache?.sharedDownload
+  const clients = shared?.trials[0]?.clients ?? 8
+  checks.push({
+    target: `${clients} concurrent misses for one ${shared?.bodyLabel ?? '32 MiB'} file: exactly 1 upstream request (at the origin)`,
+    value: shared
+      ? `${shared.trials.map((t) => t.upstreamRequests).join(', ')} in ${shared.trials.length} trial(s), ` +
+        `${shared.trials.map((t) => t.complete).join(', ')} of ${clients} bodies complete; ` +
+        `without a cache: ${shared.withoutCache.upstreamRequests}`
+      : 'not measured',
+    verdict: verdict(
+      shared ? shared.trials.every((t) => t.upstreamRequests === 1 && t.complete === t.clients) : undefined,
+    ),
+  })
+  const slow = cache?.slowHits
+  checks.push({
+    target: `${slow?.clients ?? 16} slow 32 MiB clients reading a cache hit: peak RSS above idle <= 32 MiB`,
+    value: slow
+      ? `${fmt(slow.aboveIdleBytes / MiB, 1)} MiB above an idle ${fmt(slow.idleBytes / MiB, 1)} MiB; ` +
+        `${slow.upstreamRequests} upstream requests`
+      : 'not measured',
+    verdict: verdict(slow ? slow.aboveIdleBytes <= 32 * MiB && slow.upstreamRequests === 0 : undefined),
+  })
+  const rebuild = cache?.rebuild
+  checks.push({
+    target: `cache index rebuild, ${fmt(rebuild?.files ?? 100_000)} stored files: spawn to listening, and RSS`,
+    value: rebuild
+      ? `${fmt(rebuild.stored.listeningMs)} ms (empty cache ${fmt(rebuild.empty.listeningMs)} ms: ` +
+        `+${fmt(rebuild.stored.listeningMs - rebuild.empty.listeningMs)} ms); idle RSS ` +
+        `+${fmt((rebuild.stored.idleRssBytes - rebuild.empty.idleRssBytes) / MiB, 1)} MiB`
+      : 'not measured',
+    verdict: rebuild ? 'no target' : 'n/a',
   })
   return checks
 }

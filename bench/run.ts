@@ -9,6 +9,9 @@
 // (/api-eu.nexmo.com/v3/media/<id>) beside /media/<id> on one proxy over TLS (bench/host-routes.ts).
 // And 1,000 Vonage applications on one proxy against one (bench/applications.ts): start-up,
 // memory, CPU per request with warm tokens, and the signature a cold one costs.
+// And the disk cache (bench/cache.ts): hits against misses and against no cache, one upstream
+// download for concurrent misses, memory with slow clients reading hits, and the index rebuilt
+// from 100,000 stored files at start.
 // Prints the tables and writes the raw results to bench/results/<time>.json.
 // `--profile` instead runs the proxy under node --cpu-prof with the 1 KiB load and ranks its
 // functions by self time. Loopback only; everything started here is stopped at the end.
@@ -19,13 +22,15 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  statfsSync,
   statSync,
   writeFileSync,
 } from 'node:fs'
-import { availableParallelism, cpus, loadavg, release, tmpdir } from 'node:os'
+import { availableParallelism, cpus, freemem, loadavg, release, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { APPLICATIONS, APPLICATIONS_SETUP_SECONDS, measureApplications } from './applications.js'
+import { CACHE_BIG_RUN_SECONDS, CACHE_REBUILD_START_SECONDS, CACHE_SETUP_SECONDS, measureCache } from './cache.js'
 import { CONTENDER_DESCRIPTIONS, CONTENDERS, startContender } from './contenders.js'
 import { summariseProfile } from './cpu-profile.js'
 import { BASE_HOST, HOST_ROUTES_SETUP_SECONDS, measureHostRoutes } from './host-routes.js'
@@ -74,6 +79,8 @@ import {
   applicationsTable,
   type Cell,
   CLOSE_DELIMITED_PROXY,
+  cacheRebuildTable,
+  cacheTable,
   checkTargets,
   fmt,
   HOST_ROUTES,
@@ -86,6 +93,7 @@ import {
   memoryTable,
   relayDecisionTable,
   type SignatureSummary,
+  sharedDownloadLine,
   summarise,
   summariseLatency,
   TARGETS,
@@ -105,12 +113,20 @@ const USAGE = `usage: npm run bench -- [options]
   --no-many-clients  skip the memory run with 1,000 slow clients at once: about 20 s less
   --no-host-routes   skip the host-prefixed route vs /media/:id CPU comparison (over TLS): about 13 s less
   --no-applications  skip 1,000 applications vs one (start-up, memory, warm CPU, cold signature): about 18 s less
+  --no-cache         skip the disk cache (hit vs miss CPU and throughput, one download for concurrent misses,
+                     slow clients reading hits, index rebuild from 100,000 stored files): about 80 s less (quick 45)
   --autocannon       generate load in-process (autocannon; undici for bodies over 4 KiB) even with wrk
   --profile          profile the proxy (node --cpu-prof) under the 1 KiB load instead
   --help`
 
-/** The whole run must stay under five and a half minutes; past this, it stops and cleans up. */
+/**
+ * The whole run must stay under five and a half minutes, and two more with the cache phase;
+ * past this, it stops and cleans up.
+ */
 const TIME_LIMIT_MS = 330_000
+const CACHE_TIME_LIMIT_MS = 120_000
+/** Room a tmpfs needs for the cache phase's stored files (100,000 files of a page each, and their inodes), and spare. */
+const MEMORY_DIR_MIN_BYTES = 2 * 1024 ** 3
 const RESULTS_DIR = join(REPO_ROOT, 'bench', 'results')
 const SIGNATURE_REQUESTS = 10_000
 const SLOW_CLIENTS = 16
@@ -166,6 +182,14 @@ interface Settings {
   applications: boolean
   applicationsRounds: number
   applicationsSeconds: number
+  /**
+   * The cache phase: short rounds too (hit, miss and no cache, at 1 KiB and 32 MiB), and proxies
+   * started on 100,000 stored files and on an empty cache, cacheRebuildStarts times each.
+   */
+  cache: boolean
+  cacheRounds: number
+  cacheSeconds: number
+  cacheRebuildStarts: number
   autocannon: boolean
   profile: boolean
 }
@@ -207,6 +231,7 @@ function parseSettings(): Settings {
       'no-many-clients': { type: 'boolean', default: false },
       'no-host-routes': { type: 'boolean', default: false },
       'no-applications': { type: 'boolean', default: false },
+      'no-cache': { type: 'boolean', default: false },
       autocannon: { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
@@ -251,6 +276,10 @@ function parseSettings(): Settings {
     applications: !values['no-applications'],
     applicationsRounds: Math.max(4, rounds + 1),
     applicationsSeconds: 1,
+    cache: !values['no-cache'],
+    cacheRounds: Math.max(quick ? 2 : 3, rounds),
+    cacheSeconds: 1,
+    cacheRebuildStarts: quick ? 1 : 3,
     autocannon: values.autocannon || !wrkAvailable(),
     profile: values.profile,
   }
@@ -265,11 +294,14 @@ async function main(): Promise<void> {
     process.exit(64)
   }
   const dir = mkdtempSync(join(tmpdir(), 'vonage-media-proxy-bench-'))
+  const memoryDir = settings.cache && !settings.profile ? memoryTempDir() : undefined
   const group = new ProcessGroup()
   let cleaning: Promise<void> | undefined
   let aborting = false
   const cleanUp = () => {
-    cleaning ??= group.stopAll().finally(() => rmSync(dir, { recursive: true, force: true }))
+    cleaning ??= group.stopAll().finally(() => {
+      for (const path of [dir, memoryDir]) if (path) rmSync(path, { recursive: true, force: true })
+    })
     return cleaning
   }
   const abort = (reason: string, code: number) => {
@@ -279,10 +311,11 @@ async function main(): Promise<void> {
   }
   process.once('SIGINT', () => abort('interrupted', 130))
   process.once('SIGTERM', () => abort('terminated', 143))
-  const watchdog = setTimeout(() => abort(`time limit of ${TIME_LIMIT_MS / 1000} s reached`, 1), TIME_LIMIT_MS)
+  const limitMs = timeLimitMs(settings)
+  const watchdog = setTimeout(() => abort(`time limit of ${limitMs / 1000} s reached`, 1), limitMs)
   watchdog.unref()
   try {
-    await (settings.profile ? profileRun(settings, dir, group) : benchmarkRun(settings, dir, group))
+    await (settings.profile ? profileRun(settings, dir, group) : benchmarkRun(settings, dir, group, memoryDir))
   } catch (err) {
     if (aborting) return
     log(`benchmark failed: ${err instanceof Error ? err.message : String(err)}`)
@@ -290,6 +323,26 @@ async function main(): Promise<void> {
   } finally {
     clearTimeout(watchdog)
     await cleanUp()
+  }
+}
+
+function timeLimitMs(settings: Settings): number {
+  return TIME_LIMIT_MS + (settings.cache && !settings.profile ? CACHE_TIME_LIMIT_MS : 0)
+}
+
+/**
+ * A temp dir on tmpfs (/dev/shm) when there is one with room, else undefined. The cache phase
+ * writes its 100,000 stored files there: on a slow disk (a busy VM's ext4), writing them took
+ * 37 s and removing them 21 s, against a few seconds in memory. The proxy started on them reads
+ * their directory and inodes from memory either way, as it would from a disk just written to.
+ */
+function memoryTempDir(): string | undefined {
+  try {
+    const { bavail, bsize } = statfsSync('/dev/shm')
+    if (bavail * bsize < MEMORY_DIR_MIN_BYTES || freemem() < MEMORY_DIR_MIN_BYTES) return undefined
+    return mkdtempSync(join('/dev/shm', 'vonage-media-proxy-bench-'))
+  } catch {
+    return undefined
   }
 }
 
@@ -317,6 +370,7 @@ function describeSetup(settings: Settings): Machine {
   if (!settings.hostRoutes) notes.push('--no-host-routes: the host-prefixed route is not measured against /media/:id')
   if (!settings.applications)
     notes.push(`--no-applications: ${fmt(APPLICATIONS)} applications on one proxy are not measured against one`)
+  if (!settings.cache) notes.push('--no-cache: the disk cache (CACHE_DIR) is not measured')
   if (settings.autocannon && !wrkAvailable())
     notes.push('wrk is not installed: the load is generated in-process (autocannon, undici)')
   if (pinningUnavailable) notes.push(`processes are not pinned to cores: ${pinningUnavailable}`)
@@ -677,7 +731,12 @@ function writeResults(stamp: string, results: object): string {
 
 const timestamp = () => new Date().toISOString().replace(/[:.]/g, '-')
 
-async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup): Promise<void> {
+async function benchmarkRun(
+  settings: Settings,
+  dir: string,
+  group: ProcessGroup,
+  memoryDir: string | undefined,
+): Promise<void> {
   const startedAt = new Date()
   const stamp = timestamp()
   const machine = describeSetup(settings)
@@ -693,6 +752,12 @@ async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup
     ? APPLICATIONS_SETUP_SECONDS +
       2 * (settings.warmupSeconds + settings.applicationsRounds * (settings.applicationsSeconds + 0.2))
     : 0
+  const cacheSeconds = settings.cache
+    ? CACHE_SETUP_SECONDS +
+      Math.min(settings.slowSeconds, (BODY_SIZES[BODY_SIZES.length - 1]?.bytes ?? 0) / SLOW_BYTES_PER_SECOND) +
+      settings.cacheRebuildStarts * CACHE_REBUILD_START_SECONDS +
+      3 * (settings.warmupSeconds + settings.cacheRounds * (settings.cacheSeconds + CACHE_BIG_RUN_SECONDS + 0.6))
+    : 0
   const estimate =
     BODY_SIZES.length * (4 + settings.rounds * (settings.seconds + 0.3) * (settings.nginx ? 4 : 2)) +
     contenderSeconds +
@@ -702,15 +767,17 @@ async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup
     manySeconds +
     hostRoutesSeconds +
     applicationsSeconds +
+    cacheSeconds +
     15
   log(`estimated time: about ${Math.round(estimate)} s`)
-  if (estimate * 1000 > TIME_LIMIT_MS * 0.95) {
+  if (estimate * 1000 > timeLimitMs(settings) * 0.95) {
     const saving =
       (settings.contenders ? `; --no-contenders saves about ${Math.round(contenderSeconds)} s` : '') +
       (settings.manyClients ? `; --no-many-clients about ${Math.round(manySeconds)} s` : '') +
       (settings.hostRoutes ? `; --no-host-routes about ${Math.round(hostRoutesSeconds)} s` : '') +
-      (settings.applications ? `; --no-applications about ${Math.round(applicationsSeconds)} s` : '')
-    log(`warning: that is close to the time limit of ${TIME_LIMIT_MS / 1000} s${saving}`)
+      (settings.applications ? `; --no-applications about ${Math.round(applicationsSeconds)} s` : '') +
+      (settings.cache ? `; --no-cache about ${Math.round(cacheSeconds)} s` : '')
+    log(`warning: that is close to the time limit of ${timeLimitMs(settings) / 1000} s${saving}`)
   }
 
   const env = await startTargets(settings, dir, group)
@@ -749,6 +816,25 @@ async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup
         log,
       })
     : undefined
+  const cache = settings.cache
+    ? await measureCache({
+        group,
+        dir,
+        mediaRoot: env.mediaRoot,
+        keyPath: env.keyPath,
+        storedFiles: memoryDir
+          ? { dir: memoryDir, filesystem: 'tmpfs (/dev/shm)' }
+          : { dir, filesystem: `the benchmark's temp dir (${dir})` },
+        originKind: settings.origin,
+        load: env.load,
+        rounds: settings.cacheRounds,
+        seconds: settings.cacheSeconds,
+        warmupSeconds: settings.warmupSeconds,
+        slow: { clients: SLOW_CLIENTS, bytesPerSecond: SLOW_BYTES_PER_SECOND, maxSeconds: settings.slowSeconds },
+        rebuildStarts: settings.cacheRebuildStarts,
+        log,
+      })
+    : undefined
   const memory = await measureMemory(env)
   const many = settings.manyClients ? await measureManyClients(env) : undefined
   const cells = await throughputRounds(env)
@@ -759,7 +845,7 @@ async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup
 
   const summaries = summarise(cells)
   const latency: LatencySummary[] = summariseLatency(latencyRuns)
-  const targets = checkTargets(summaries, latency, memory, signatures, many, hostRoutes, applications)
+  const targets = checkTargets(summaries, latency, memory, signatures, many, hostRoutes, applications, cache)
   const finishedAt = new Date()
 
   const MiB = 1024 * 1024
@@ -827,6 +913,33 @@ async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup
           '',
         ]
       : []),
+    ...(cache
+      ? [
+          `Disk cache (CACHE_DIR in a temp dir on ${tmpdir()}, default CACHE_MAX_BYTES) against ${cache.origin}: ` +
+            'hit: one stored file, every request; miss: a file never asked for, a new one each request (the ' +
+            'cache stores each); no cache: the same new files through a proxy without CACHE_DIR; ' +
+            `${cache.rounds} interleaved round(s) of ${Object.entries(cache.seconds)
+              .map(([size, seconds]) => `${seconds} s (${size})`)
+              .join(' and ')}, medians; ratios: medians of the per-round ratios; upstream/req: requests ` +
+            'at the origin (its access log) per response completed, a download cut at the end of a run and ' +
+            'stored anyway counting too',
+          cacheTable(cache),
+          sharedDownloadLine(cache.sharedDownload),
+          `Memory (VmRSS) with ${cache.slowHits.clients} clients reading a stored ` +
+            `${BODY_SIZES[BODY_SIZES.length - 1]?.label} at ${SLOW_BYTES_PER_SECOND / 1e6} MB/s each, for at most ` +
+            `${settings.slowSeconds} s (idle: after start-up and one request per size); ` +
+            `${cache.slowHits.upstreamRequests} requests reached the origin meanwhile`,
+          memoryTable([cache.slowHits]),
+          `Index rebuild: proxies started on ${fmt(cache.rebuild.files)} stored files (written to ` +
+            `${cache.rebuild.filesystem} in ${fmt(cache.rebuild.writeSeconds, 1)} s just before: their directory ` +
+            'and inodes are in memory, as after a restart of the container, not of the machine) and on an ' +
+            'empty cache, in turn, ' +
+            `${settings.cacheRebuildStarts} time(s) each, medians; ms from the spawn to the log lines (pino time); ` +
+            'idle RSS: 1 s after both listen',
+          cacheRebuildTable(cache.rebuild),
+          '',
+        ]
+      : []),
     `Added latency at concurrency 1 (${BODY_SIZES[0]?.label}), medians of ${settings.rounds} run(s):`,
     latencyTable(latency),
     '',
@@ -884,6 +997,7 @@ async function benchmarkRun(settings: Settings, dir: string, group: ProcessGroup
     manyClients: many,
     hostRoutes,
     applications,
+    cache,
     signatures,
     targetChecks: targets,
     cells,

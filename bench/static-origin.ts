@@ -7,17 +7,22 @@
 // so that nothing adds framing; one request per connection.
 // With --tls-cert and --tls-key it serves the same keep-alive responses over HTTPS (node:https),
 // for the host-prefixed routes' measurement (bench/host-routes.ts).
+// With --copies, /v3/media/<id> whose last group is a file's last group serves that file (a copy
+// under a new id: bench/cache.ts); with --access-log, one line per request is appended to a file
+// (nginx's access log, for counting what reached the origin).
 // usage: node --import tsx bench/static-origin.ts <media-root> <port>
-//          [--close-delimited | --tls-cert <cert.pem> --tls-key <key.pem>]
+//          [--close-delimited | --tls-cert <cert.pem> --tls-key <key.pem>] [--copies] [--access-log <file>]
 
-import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { appendFileSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
 import { createServer as createNetServer, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 
-const USAGE = 'usage: static-origin.ts <media-root> <port> [--close-delimited | --tls-cert <file> --tls-key <file>]\n'
+const USAGE =
+  'usage: static-origin.ts <media-root> <port> [--close-delimited | --tls-cert <file> --tls-key <file>] ' +
+  '[--copies] [--access-log <file>]\n'
 function usageError(): never {
   process.stderr.write(USAGE)
   process.exit(64)
@@ -31,6 +36,8 @@ const parsed = (() => {
         'close-delimited': { type: 'boolean', default: false },
         'tls-cert': { type: 'string' },
         'tls-key': { type: 'string' },
+        copies: { type: 'boolean', default: false },
+        'access-log': { type: 'string' },
       },
     })
   } catch {
@@ -41,6 +48,8 @@ const [root, port, ...extra] = parsed.positionals
 const closeDelimitedMode = parsed.values['close-delimited']
 const tlsCert = parsed.values['tls-cert']
 const tlsKey = parsed.values['tls-key']
+const copies = parsed.values.copies
+const accessLog = parsed.values['access-log']
 if (
   !root ||
   !port ||
@@ -68,6 +77,23 @@ for (const name of readdirSync(dir)) {
     lastModified: stat.mtime.toUTCString(),
   })
 }
+/** A file's last id group: what a copy's id ends in. */
+const LAST_GROUP = /^\/v3\/media\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-([0-9a-f]{12})$/
+const byLastGroup = new Map<string, Body>()
+for (const [path, body] of bodies) {
+  const group = LAST_GROUP.exec(path)?.[1]
+  if (group !== undefined) byLastGroup.set(group, body)
+}
+
+/** The body a GET or HEAD of this target gets (undefined: 404); logged first with --access-log. */
+function bodyFor(method: string | undefined, target: string | undefined): Body | undefined {
+  if (accessLog !== undefined) appendFileSync(accessLog, `${method} ${target}\n`)
+  if (method !== 'GET' && method !== 'HEAD') return undefined
+  const exact = bodies.get(target ?? '')
+  if (exact || !copies) return exact
+  const group = LAST_GROUP.exec(target ?? '')?.[1]
+  return group === undefined ? undefined : byLastGroup.get(group)
+}
 
 /** The most of a request head read before giving up on it. */
 const MAX_HEAD_BYTES = 16 * 1024
@@ -87,7 +113,7 @@ function closeDelimited(socket: Socket): void {
     socket.off('data', onData)
     socket.pause()
     const [method, target] = head.slice(0, head.indexOf('\r\n')).split(' ')
-    const body = method === 'GET' || method === 'HEAD' ? bodies.get(target ?? '') : undefined
+    const body = bodyFor(method, target)
     if (!body) {
       socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n')
       return
@@ -109,7 +135,7 @@ function closeDelimited(socket: Socket): void {
 }
 
 function keepAlive(req: IncomingMessage, res: ServerResponse): void {
-  const body = req.method === 'GET' || req.method === 'HEAD' ? bodies.get(req.url ?? '') : undefined
+  const body = bodyFor(req.method, req.url)
   if (!body) {
     res.writeHead(404, { 'content-length': 0 }).end()
     return
