@@ -41,6 +41,16 @@ async function synthetic(size: number): Promise<Buffer> {
   return Buffer.concat(chunks)
 }
 
+/**
+ * The files in tmp/ being written: those with bytes in them (the proxy keeps a few empty ones
+ * made ahead, see DiskStore.takeTemp).
+ */
+function storing(dir: string): Array<{ name: string; size: number }> {
+  return readdirSync(join(dir, 'tmp'))
+    .map((name) => ({ name, size: statSync(join(dir, 'tmp', name)).size }))
+    .filter((file) => file.size > 0)
+}
+
 /** The client may have its last byte a moment before the file is renamed into data/. */
 async function stored(dataDir: string, count: number): Promise<void> {
   await waitFor(() => (readdirSync(dataDir).length === count ? true : undefined), `${count} stored file(s)`)
@@ -130,8 +140,8 @@ test('SIGKILL in the middle of a store: after a restart nothing partial is serve
     }
   })()
   await waitFor(() => {
-    const files = readdirSync(join(dir, 'tmp'))
-    return files.length === 1 && statSync(join(dir, 'tmp', files[0] as string)).size > 200_000 ? true : undefined
+    const [partial] = storing(dir)
+    return partial !== undefined && partial.size > 200_000 ? true : undefined
   }, 'a partly written file in tmp/')
   proxy.child.kill('SIGKILL')
   await proxy.exited
@@ -139,7 +149,7 @@ test('SIGKILL in the middle of a store: after a restart nothing partial is serve
   assert.deepEqual(readdirSync(join(dir, 'data')), [], 'nothing partial was moved into the store')
 
   const restarted = await spawnProxy(t, env)
-  assert.deepEqual(readdirSync(join(dir, 'tmp')), [], 'tmp/ is emptied at start')
+  assert.deepEqual(storing(dir), [], 'tmp/ is emptied at start (what is there now is empty, made ahead)')
   const whole = await get(`${restarted.mediaUrl}/media/${MEDIA_ID}`)
   assert.equal(whole.headers['cache-status'], 'vonage-media-proxy; fwd=uri-miss; stored')
   assert.ok(whole.body.equals(await synthetic(2 * 1024 * 1024)))
@@ -203,7 +213,7 @@ test('a disk that fills up mid-store: the download is cut (never whole-looking),
   const proxy = await startProxy(t, emulator.url, { CACHE_DIR: dir })
   emulator.faults.push({ dripDelayMs: 10, dripBytes: 256 * 1024 })
   const download = get(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
-  await waitFor(() => (readdirSync(join(dir, 'tmp')).length === 1 ? true : undefined), 'the store to begin')
+  await waitFor(() => (storing(dir).length === 1 ? true : undefined), 'the store to begin')
   // Something else takes the rest of the disk.
   try {
     writeFileSync(join(dir, 'filler'), Buffer.alloc(39 * 1024 * 1024))
@@ -212,7 +222,7 @@ test('a disk that fills up mid-store: the download is cut (never whole-looking),
   }
   await assert.rejects(download, 'a body the disk could not take is cut, never ended as if whole')
   assert.deepEqual(readdirSync(join(dir, 'data')), [])
-  await waitFor(() => (readdirSync(join(dir, 'tmp')).length === 0 ? true : undefined), 'the partial file removed')
+  await waitFor(() => (storing(dir).length === 0 ? true : undefined), 'the partial file removed')
   const next = await get(`${proxy.mediaUrl}/media/${MEDIA_ID}`)
   assert.equal(next.status, 200)
   assert.ok(next.body.equals(await synthetic(8 * 1024 * 1024)))

@@ -11,11 +11,11 @@
 //   the request that started the download, as without a cache; the others make their own
 //   request, as they would have without a cache.
 import { createHash } from 'node:crypto'
-import { closeSync, openSync, statfsSync, writeSync, writev } from 'node:fs'
+import { closeSync, statfsSync, writeSync, writev } from 'node:fs'
 import type { IncomingHttpHeaders } from 'node:http'
 import { errors, type ProxyError } from '../errors.js'
 import type { Exchange, ExchangeSummary, ResponseSink, UpstreamClient, UpstreamRequest } from '../relay/upstream.js'
-import { type DiskStore, encodeHead, removeQuietly, type StoredHead, TRAILER } from './disk-store.js'
+import { type DiskStore, encodeHead, removeQuietly, type StoredHead, type TempFile, TRAILER } from './disk-store.js'
 import type { GrowingFile } from './file-reader.js'
 import { STORED_RESPONSE_HEADERS } from './response-plan.js'
 
@@ -265,24 +265,24 @@ export class Fill implements ResponseSink, GrowingFile {
     const size = encoded.length + length + TRAILER
     // Larger than the whole cache: it would be evicted at once.
     if (size > store.maxBytes) return false
-    const path = store.tempPath(this.hash)
-    let fd: number | undefined
+    let temp: TempFile | undefined
     try {
       // Other files being stored will take their share of the free space too.
       if (!hasRoom(store.tmpDir, size + store.reserved)) throw Object.assign(new Error('no space'), { code: 'ENOSPC' })
-      // Customer files: readable by the proxy's user only.
-      fd = openSync(path, 'wx', 0o600)
-      writeSync(fd, encoded)
+      temp = store.takeTemp()
+      writeSync(temp.fd, encoded)
     } catch (err) {
-      if (fd !== undefined) closeSync(fd)
-      removeQuietly(path)
+      if (temp !== undefined) {
+        closeSync(temp.fd)
+        removeQuietly(temp.path)
+      }
       this.#events.onWriteFailure((err as NodeJS.ErrnoException).code ?? 'error')
       return false
     }
-    this.#fd = fd
+    this.#fd = temp.fd
     this.#reservation = size
     store.reserved += size
-    this.#tempPath = path
+    this.#tempPath = temp.path
     this.#head = head
     this.#bodyOffset = encoded.length
     return true

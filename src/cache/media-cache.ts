@@ -149,6 +149,7 @@ export class MediaCache {
   /** Shutdown: downloads still being stored are cut, and their temporary files removed. */
   close(): void {
     for (const fill of [...this.#fills.values()]) fill.cancel()
+    this.#store.close()
   }
 }
 
