@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { type TestContext, test } from 'node:test'
 import { request } from 'undici'
-import { syntheticStream } from '../src/emulator/media-store.js'
+import { cacheDir, get, mediaRequests, synthetic } from './cache-helpers.js'
 import {
   APPLICATION_ID,
   MEDIA_ID,
@@ -23,24 +23,6 @@ import {
 const ID_B = '2c567610-085d-4569-bbfb-56fd59b5e087'
 const ID_C = '3d678721-196e-467a-8c0c-67fe6ac6f198'
 
-function cacheDir(t: TestContext): string {
-  const dir = mkdtempSync(join(tmpdir(), 'vmp-cache-'))
-  t.after(() => rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
-
-async function get(url: string, headers: Record<string, string> = {}, method = 'GET') {
-  const res = await request(url, { method, headers })
-  const body = Buffer.from(await res.body.arrayBuffer())
-  return { status: res.statusCode, headers: res.headers, body }
-}
-
-async function synthetic(size: number): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  for await (const chunk of syntheticStream(0, size - 1)) chunks.push(chunk as Buffer)
-  return Buffer.concat(chunks)
-}
-
 /**
  * The files in tmp/ being written: those with bytes in them (the proxy keeps a few empty ones
  * made ahead, see DiskStore.takeTemp).
@@ -54,10 +36,6 @@ function storing(dir: string): Array<{ name: string; size: number }> {
 /** The client may have its last byte a moment before the file is renamed into data/. */
 async function stored(dataDir: string, count: number): Promise<void> {
   await waitFor(() => (readdirSync(dataDir).length === count ? true : undefined), `${count} stored file(s)`)
-}
-
-function mediaRequests(emulator: Awaited<ReturnType<typeof startEmulator>>) {
-  return emulator.requests.filter((r) => r.url.includes('/v3/media/'))
 }
 
 async function metric(adminUrl: string, pattern: RegExp): Promise<number> {

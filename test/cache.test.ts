@@ -3,38 +3,15 @@
 // upstream request, POST stores now, and failed, cut, partial or error answers are never stored.
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { test } from 'node:test'
 import { request } from 'undici'
-import { syntheticStream } from '../src/emulator/media-store.js'
+import { cacheDir, get, mediaRequests, synthetic } from './cache-helpers.js'
 import { APPLICATION_ID, MEDIA_ID, startEmulator, startProxy, waitFor } from './helpers.js'
 
 const OTHER_ID = '2c567610-085d-4569-bbfb-56fd59b5e087'
-
-function cacheDir(t: { after(fn: () => void): void }): string {
-  const dir = mkdtempSync(join(tmpdir(), 'vmp-cache-'))
-  t.after(() => rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
-
-async function get(url: string, headers: Record<string, string> = {}, method = 'GET') {
-  const res = await request(url, { method, headers })
-  const body = Buffer.from(await res.body.arrayBuffer())
-  return { status: res.statusCode, headers: res.headers, body }
-}
-
-async function synthetic(size: number, start = 0): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  for await (const chunk of syntheticStream(start, start + size - 1)) chunks.push(chunk as Buffer)
-  return Buffer.concat(chunks)
-}
-
-function mediaRequests(emulator: Awaited<ReturnType<typeof startEmulator>>) {
-  return emulator.requests.filter((r) => r.url.includes('/v3/media/'))
-}
 
 test('a complete 200 is stored; the next GET is a hit from disk, with the same bytes and headers', async (t) => {
   const emulator = await startEmulator(t)

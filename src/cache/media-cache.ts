@@ -5,6 +5,7 @@
 import { closeSync, openSync } from 'node:fs'
 import { errors, type ProxyError } from '../errors.js'
 import {
+  type ExchangeSummary,
   type MediaSource,
   NO_UPSTREAM,
   type ResponseSink,
@@ -156,18 +157,54 @@ export class MediaCache {
 /** A source with nothing left to send (a POST answered at once). */
 const DONE: MediaSource = { resume() {}, cancel() {}, summary: NO_UPSTREAM }
 
+/**
+ * A request waiting on a fill. Its body comes from the file being written, from the fill's
+ * upstream response relayed to it (the request that started it, when it is not stored), or from
+ * a request of its own; its client going away lets the fill know.
+ */
+abstract class FillSubscription implements FillSubscriber, MediaSource {
+  /** A FileReader, or a request of its own. */
+  protected inner: MediaSource | undefined
+  /** The fill's upstream response is relayed to this request. */
+  protected relayed = false
+  protected over = false
+
+  constructor(
+    protected readonly cache: MediaCache,
+    protected readonly fill: Fill,
+    protected readonly request: UpstreamRequest,
+    protected readonly sink: CacheSink,
+  ) {}
+
+  abstract get summary(): ExchangeSummary
+
+  resume(): void {
+    if (this.relayed) this.fill.resumeRelay()
+    else this.inner?.resume()
+  }
+
+  cancel(): void {
+    if (this.over) return
+    this.over = true
+    if (this.relayed) this.fill.cancelRelay()
+    else this.inner?.cancel()
+    this.fill.unsubscribe(this)
+  }
+
+  failed(problem: ProxyError): void {
+    if (!this.over) this.sink.fail(problem)
+  }
+
+  abstract storing(fill: Fill): void
+  abstract passthrough(starter: boolean): ResponseSink | undefined
+  abstract complete(description: StoredDescription): void
+  abstract broken(problem: ProxyError): void
+}
+
 /** A GET waiting on a fill: reads its part of the file as it is written. */
-class FillReader implements FillSubscriber, MediaSource {
-  readonly #cache: MediaCache
-  readonly #fill: Fill
-  readonly #request: UpstreamRequest
+class FillReader extends FillSubscription {
   readonly #conditions: Conditions
-  readonly #sink: CacheSink
   readonly #starter: boolean
-  /** A FileReader, the fill's relay (passthrough), or a request of its own. */
-  #inner: MediaSource | undefined
-  #relayed = false
-  #over = false
 
   constructor(
     cache: MediaCache,
@@ -177,62 +214,42 @@ class FillReader implements FillSubscriber, MediaSource {
     sink: CacheSink,
     starter: boolean,
   ) {
-    this.#cache = cache
-    this.#fill = fill
-    this.#request = request
+    super(cache, fill, request, sink)
     this.#conditions = conditions
-    this.#sink = sink
     this.#starter = starter
   }
 
-  get summary() {
+  get summary(): ExchangeSummary {
     // The request that started the download made the upstream request; the others did not.
-    if (this.#relayed || this.#starter) return this.#fill.summary ?? NO_UPSTREAM
-    return this.#inner?.summary ?? NO_UPSTREAM
-  }
-
-  resume(): void {
-    if (this.#relayed) this.#fill.resumeRelay()
-    else this.#inner?.resume()
-  }
-
-  cancel(): void {
-    if (this.#over) return
-    this.#over = true
-    if (this.#relayed) this.#fill.cancelRelay()
-    else this.#inner?.cancel()
-    this.#fill.unsubscribe(this)
+    if (this.relayed || this.#starter) return this.fill.summary ?? NO_UPSTREAM
+    return this.inner?.summary ?? NO_UPSTREAM
   }
 
   storing(fill: Fill): void {
     const head = fill.head
-    if (!head || this.#over) return
+    if (!head || this.over) return
     let fd: number
     try {
       fd = openSync(fill.path, 'r')
     } catch (err) {
-      this.#sink.fail(errors.cacheWriteFailed(err))
+      this.sink.fail(errors.cacheWriteFailed(err))
       return
     }
     const plan = planResponse(head.headers, head.length, 'GET', this.#conditions)
-    const reader = new FileReader(this.#sink, fd, fill.bodyOffset, plan.start, plan.end, fill, NO_UPSTREAM)
-    this.#inner = reader
-    if (this.#sink.start(plan.status, plan.headers, CACHE_STORED)) reader.run()
+    const reader = new FileReader(this.sink, fd, fill.bodyOffset, plan.start, plan.end, fill, NO_UPSTREAM)
+    this.inner = reader
+    if (this.sink.start(plan.status, plan.headers, CACHE_STORED)) reader.run()
     else reader.cancel()
   }
 
   passthrough(starter: boolean): ResponseSink | undefined {
-    if (this.#over) return undefined
+    if (this.over) return undefined
     if (starter) {
-      this.#relayed = true
-      return this.#sink
+      this.relayed = true
+      return this.sink
     }
-    this.#inner = this.#cache.direct(this.#request, this.#sink)
+    this.inner = this.cache.direct(this.request, this.sink)
     return undefined
-  }
-
-  failed(problem: ProxyError): void {
-    if (!this.#over) this.#sink.fail(problem)
   }
 
   complete(): void {}
@@ -243,69 +260,37 @@ class FillReader implements FillSubscriber, MediaSource {
 }
 
 /** A POST waiting on a fill: answered once the file is stored. */
-class FillWaiter implements FillSubscriber, MediaSource {
-  readonly #cache: MediaCache
-  readonly #fill: Fill
-  readonly #request: UpstreamRequest
-  readonly #sink: CacheSink
-  #inner: MediaSource | undefined
-  #relayed = false
-  #over = false
-
-  constructor(cache: MediaCache, fill: Fill, request: UpstreamRequest, sink: CacheSink) {
-    this.#cache = cache
-    this.#fill = fill
-    this.#request = request
-    this.#sink = sink
-  }
-
-  get summary() {
-    return this.#inner?.summary ?? this.#fill.summary ?? NO_UPSTREAM
-  }
-
-  resume(): void {
-    if (this.#relayed) this.#fill.resumeRelay()
-    else this.#inner?.resume()
-  }
-
-  cancel(): void {
-    if (this.#over) return
-    this.#over = true
-    if (this.#relayed) this.#fill.cancelRelay()
-    else this.#inner?.cancel()
-    this.#fill.unsubscribe(this)
+class FillWaiter extends FillSubscription {
+  get summary(): ExchangeSummary {
+    return this.inner?.summary ?? this.fill.summary ?? NO_UPSTREAM
   }
 
   storing(): void {}
 
   passthrough(starter: boolean): ResponseSink | undefined {
-    if (this.#over) return undefined
+    if (this.over) return undefined
     if (!starter) {
       // Another request started it and gets the answer; this one tries again for itself.
-      this.#inner = this.#cache.open(this.#request, 'POST', this.#sink).source
+      this.inner = this.cache.open(this.request, 'POST', this.sink).source
       return undefined
     }
-    const refusal = this.#fill.refusal
+    const refusal = this.fill.refusal
     if (refusal !== undefined) {
       // A 200 that cannot be stored: it has no Content-Length, or the disk refused it.
-      this.#sink.fail(refusal === 'no-length' ? errors.notStorable() : errors.cacheWriteFailed())
+      this.sink.fail(refusal === 'no-length' ? errors.notStorable() : errors.cacheWriteFailed())
       return undefined
     }
     // An error (404, 429...) reaches the client as it is.
-    this.#relayed = true
-    return this.#sink
-  }
-
-  failed(problem: ProxyError): void {
-    if (!this.#over) this.#sink.fail(problem)
+    this.relayed = true
+    return this.sink
   }
 
   complete(description: StoredDescription): void {
-    if (!this.#over) this.#sink.stored(201, description, CACHE_STORED)
+    if (!this.over) this.sink.stored(201, description, CACHE_STORED)
   }
 
   broken(problem: ProxyError): void {
-    if (!this.#over) this.#sink.fail(problem)
+    if (!this.over) this.sink.fail(problem)
   }
 }
 
