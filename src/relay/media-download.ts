@@ -11,7 +11,7 @@ import { corsHeaders, safeDeliveryHeaders } from '../links/safe-delivery.js'
 import { asciiContentDisposition, PASSED_BACK_RESPONSE_HEADERS, responseBasics } from './headers.js'
 import type { InFlightLimit } from './in-flight.js'
 import type { MediaOutcome } from './outcome.js'
-import { unacknowledgedBytes } from './send-progress.js'
+import { unreadBytes } from './send-progress.js'
 import type { RequestResources, ServedRequest } from './served-request.js'
 import type { MediaSource, UpstreamClient, UpstreamRequest } from './upstream.js'
 
@@ -52,8 +52,8 @@ export class MediaDownload implements CacheSink, RequestResources {
   #sendTimer: NodeJS.Timeout | undefined
   /** When the client's socket last took a chunk, while the upstream waits for it. */
   #lastProgress = 0
-  /** The kernel's unacknowledged bytes for the client at the last check (see send-progress.ts). */
-  #lastUnacknowledged: number | undefined
+  /** The bytes the client had not read yet at the last check, by the kernel (see send-progress.ts). */
+  #lastUnread: number | undefined
 
   constructor(
     request: FastifyRequest,
@@ -189,7 +189,7 @@ export class MediaDownload implements CacheSink, RequestResources {
   #watchClient(): void {
     if (this.#sendTimer !== undefined) return
     this.#lastProgress = performance.now()
-    this.#lastUnacknowledged = undefined
+    this.#lastUnread = undefined
     this.#sendTimer = setTimeout(this.#checkProgress, this.#deps.sendTimeoutMs / 2)
   }
 
@@ -250,16 +250,16 @@ export class MediaDownload implements CacheSink, RequestResources {
 
   /**
    * nginx's send_timeout: the time since the client last took anything (a write completed, or
-   * the kernel's unacknowledged bytes fell), not the time to empty the buffer. A client that is
+   * the bytes the client has not read fell), not the time to empty the buffer. A client that is
    * reading, however slowly, is not cut.
    */
   readonly #checkProgress = (): void => {
     const socket = this.#res.socket
-    const unacknowledged = socket ? unacknowledgedBytes(socket) : undefined
-    if (unacknowledged !== undefined) {
-      const previous = this.#lastUnacknowledged
-      this.#lastUnacknowledged = unacknowledged
-      if (previous !== undefined && unacknowledged < previous) this.#lastProgress = performance.now()
+    const unread = socket ? unreadBytes(socket) : undefined
+    if (unread !== undefined) {
+      const previous = this.#lastUnread
+      this.#lastUnread = unread
+      if (previous !== undefined && unread < previous) this.#lastProgress = performance.now()
     }
     const idle = performance.now() - this.#lastProgress
     const timeout = this.#deps.sendTimeoutMs
