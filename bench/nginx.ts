@@ -63,15 +63,24 @@ export interface TlsFiles {
 /**
  * Static files from <root>/v3/media/<id>; checks no token. With tls, over HTTPS with that
  * certificate (TLS 1.2 and 1.3, nginx's default ciphers); name it apart from the plain origin,
- * as the name keeps their pid, logs and temp paths apart.
+ * as the name keeps their pid, logs and temp paths apart. With sendBufferBytes, every connection's
+ * kernel send buffer is fixed at that (listen sndbuf=, SO_SNDBUF: the kernel doubles it and no
+ * longer grows it), so that a download paused downstream holds little in the origin's kernel.
  */
-export function originConfig(dir: string, port: number, root: string, tls?: TlsFiles, name = 'origin'): string {
+export function originConfig(
+  dir: string,
+  port: number,
+  root: string,
+  options: { tls?: TlsFiles; name?: string; sendBufferBytes?: number } = {},
+): string {
+  const { tls, name = 'origin', sendBufferBytes } = options
+  const sndbuf = sendBufferBytes === undefined ? '' : ` sndbuf=${sendBufferBytes}`
   const listen = tls
-    ? `listen ${HOST}:${port} ssl;
+    ? `listen ${HOST}:${port} ssl${sndbuf};
     ssl_certificate ${tls.certPath};
     ssl_certificate_key ${tls.keyPath};
     ssl_protocols TLSv1.2 TLSv1.3;`
-    : `listen ${HOST}:${port};`
+    : `listen ${HOST}:${port}${sndbuf};`
   return mainConfig(
     dir,
     name,

@@ -4,7 +4,8 @@
 // A second, close-delimited origin (static-origin.ts --close-delimited) serves the same files
 // with bodies that end when the connection closes, for one of the memory runs; a third serves
 // them over HTTPS, for the host-prefixed routes (bench/host-routes.ts); a fourth serves copies of
-// them under new ids and logs every request, for the cache (bench/cache.ts).
+// them under new ids and logs every request, for the cache (bench/cache.ts); a fifth is nginx
+// with small kernel send buffers, for the thousand slow downloads (run.ts's many-clients run).
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -78,6 +79,35 @@ export async function startOrigin(
 }
 
 /**
+ * The same files from nginx with each connection's kernel send buffer fixed at sendBufferBytes
+ * (nginx.ts originConfig), for run.ts's many-clients run: on loopback the kernel would otherwise
+ * queue up to a few MiB of each body on the origin's side of a paused download. nginx only: Node
+ * cannot set SO_SNDBUF.
+ */
+export async function startCappedOrigin(
+  group: ProcessGroup,
+  options: { dir: string; root: string; sendBufferBytes: number },
+): Promise<RunningOrigin & { child: Child }> {
+  const port = await freePort()
+  const name = 'capped-origin'
+  const nginx = await startNginx(group, {
+    name,
+    dir: options.dir,
+    config: originConfig(options.dir, port, options.root, { name, sendBufferBytes: options.sendBufferBytes }),
+    port,
+    core: LOAD_CORE,
+  })
+  return {
+    kind: 'nginx',
+    description: `nginx static files (sendfile), SO_SNDBUF ${options.sendBufferBytes / 1024} KiB, token not verified`,
+    url: nginx.url,
+    port,
+    pids: nginx.pids,
+    child: nginx.child,
+  }
+}
+
+/**
  * The same files over HTTPS with the given certificate: nginx (`listen ... ssl`) when it is the
  * origin kind and was built with the SSL module, else static-origin.ts on node:https. On the load
  * core, as the plain origin.
@@ -92,7 +122,7 @@ export async function startTlsOrigin(
     const nginx = await startNginx(group, {
       name,
       dir: options.dir,
-      config: originConfig(options.dir, port, options.root, options.tls, name),
+      config: originConfig(options.dir, port, options.root, { tls: options.tls, name }),
       port,
       core: LOAD_CORE,
     })

@@ -35,9 +35,12 @@ export interface ProxyMetrics {
   inFlight: number
 }
 
-/** `npx tsc -p tsconfig.build.json`: the benchmark runs what `npm start` runs. */
-export function buildProxy(): void {
-  execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT, stdio: 'inherit' })
+/**
+ * `npx tsc -p tsconfig.build.json`: the benchmark runs what `npm start` runs. Of this checkout,
+ * or of another commit's (bench/worktrees.ts).
+ */
+export function buildProxy(root = REPO_ROOT): void {
+  execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: root, stdio: 'inherit' })
 }
 
 /** A throwaway 2048-bit key written to <dir>/private.key (mode 0600); returns its path and PEM. */
@@ -74,6 +77,8 @@ export async function startProxy(
     name?: string
     /** More environment (UPSTREAM_CONNECT_TO, NODE_EXTRA_CA_CERTS...), over the settings above. */
     env?: Record<string, string>
+    /** The checkout whose dist/main.js runs (built by buildProxy(root)): this one by default. */
+    root?: string
   },
 ): Promise<RunningProxy> {
   const name = options.name ?? 'proxy'
@@ -83,6 +88,7 @@ export async function startProxy(
   const spawnedAt = performance.now()
   const child = group.spawn(name, process.execPath, [...(options.nodeArgs ?? []), 'dist/main.js'], {
     core: SERVER_CORE,
+    cwd: options.root ?? REPO_ROOT,
     stdoutFile: logFile,
     stderrFile: errFile,
     env: {

@@ -151,11 +151,20 @@ export interface MemorySummary {
   meanBytesPerSecondPerClient: number
 }
 
-/** Memory of a fresh proxy with many slow clients at once (MAX_IN_FLIGHT_REQUESTS of them by default). */
+/**
+ * Memory of a fresh proxy with many slow clients at once (MAX_IN_FLIGHT_REQUESTS of them by
+ * default), each with a small receive buffer and MSS (bench/slow_clients.py), so that each
+ * download is held backpressured in the proxy.
+ */
 export interface ManyClientsSummary {
   clients: number
   bodyLabel: string
   bytesPerSecondPerClient: number
+  /** The clients' SO_RCVBUF as the kernel set it (twice what was asked), and the MSS they got. */
+  clientReceiveBufferBytes: number | undefined
+  clientMssBytes: number | undefined
+  /** The origin of this run, and its send buffer when capped (nginx's listen sndbuf=). */
+  origin: string
   rampSeconds: number
   seconds: number
   idleBytes: number
@@ -163,11 +172,24 @@ export interface ManyClientsSummary {
   aboveIdleBytes: number
   /** Media requests in flight in the proxy (its gauge), the most seen while sampling. */
   peakInFlight: number
+  /** The fewest in flight over the second half of the run: the downloads the proxy held throughout. */
+  heldInFlight: number
   /**
-   * Kernel TCP buffer memory (the whole machine's, /proc/net/sockstat), the most seen above its
-   * level at the start: outside the proxy's RSS, but charged to a cgroup v2 memory limit.
+   * Kernel TCP buffer memory (the whole machine's, /proc/net/sockstat): the most seen, and above
+   * its level at the start. Outside any process's RSS; it holds the clients', the origin's and
+   * the proxy's socket buffers.
    */
+  kernelTcpPeakBytes: number
   kernelTcpAboveStartBytes: number
+  /** net.ipv4.tcp_mem's pressure threshold: past it the clients are stopped. */
+  kernelTcpPressureBytes: number | undefined
+  /**
+   * The kernel memory of the proxy's own sockets (to the clients and to the origin; ss -m, the
+   * most seen): what a cgroup v2 memory limit on the proxy's container would also count.
+   */
+  proxySocketPeakBytes: number | undefined
+  /** Why the clients were stopped before their time, if they were. */
+  stoppedEarly: string | undefined
   /** The container memory limit the peak is held against, when it could be read. */
   limitBytes: number | undefined
   limitSource: string
@@ -613,6 +635,130 @@ export function cacheRebuildTable(rebuild: CacheRebuildSummary): string {
   )
 }
 
+/** The proxies of the tracing phase (bench/tracing.ts). */
+export const TRACING_VARIANTS = ['before tracing', 'tracing off', 'tracing on'] as const
+export type TracingVariant = (typeof TRACING_VARIANTS)[number]
+
+/** One load run of the tracing phase: one proxy in one round. */
+export interface TracingCell {
+  round: number
+  variant: TracingVariant
+  load: LoadResult
+  proxyCpuSeconds: number
+}
+
+export interface TracingVariantSummary {
+  variant: TracingVariant
+  reqPerSec: number
+  p50Ms: number
+  p99Ms: number
+  cpuUsPerRequest: number
+  /** Per round, this proxy's CPU per request over the one before tracing's, and over tracing off's. */
+  roundCpuVsBefore: number[]
+  roundCpuVsOff: number[]
+  /** The medians of the per-round ratios. */
+  cpuVsBefore: number
+  cpuVsOff: number
+  errors: number
+  non2xx: number
+}
+
+/** What the OTLP sink (bench/otlp-sink.ts) received from the proxy with tracing on. */
+export interface TracingExport {
+  protocol: string
+  /** Media requests that proxy served (media_proxy_requests_total), warm-up and checks included. */
+  requests: number
+  /** Spans received by the end of the last round, and once the proxy had stopped (its last batch flushed). */
+  spansDuringLoad: number
+  spans: number
+  exports: number
+  bytes: number
+  /** Export bodies the sink could not decode. */
+  unreadable: number
+}
+
+export interface TracingSummary {
+  /** The commit built as "before tracing", and its subject line. */
+  before: { commit: string; subject: string; dependencyMismatches: string[] }
+  origin: string
+  bodyLabel: string
+  connections: number
+  rounds: number
+  seconds: number
+  variants: TracingVariantSummary[]
+  export: TracingExport
+  cells: TracingCell[]
+}
+
+/** Medians across rounds per proxy, and the medians of the per-round CPU ratios. */
+export function summariseTracing(
+  cells: readonly TracingCell[],
+  meta: Omit<TracingSummary, 'variants' | 'cells'>,
+): TracingSummary {
+  const perRequest = (cell: TracingCell) => (cell.proxyCpuSeconds * 1e6) / Math.max(1, cell.load.requests)
+  const variants = TRACING_VARIANTS.flatMap((variant): TracingVariantSummary[] => {
+    const mine = cells.filter((cell) => cell.variant === variant)
+    if (mine.length === 0) return []
+    const roundRatios = (reference: TracingVariant) =>
+      mine.flatMap((cell) => {
+        const other = cells.find((c) => c.round === cell.round && c.variant === reference)
+        const r = other ? ratio(perRequest(cell), perRequest(other)) : undefined
+        return r === undefined ? [] : [r]
+      })
+    const roundCpuVsBefore = roundRatios('before tracing')
+    const roundCpuVsOff = roundRatios('tracing off')
+    return [
+      {
+        variant,
+        reqPerSec: median(mine.map((cell) => cell.load.reqPerSec)),
+        p50Ms: median(mine.map((cell) => cell.load.latencyMs.p50)),
+        p99Ms: median(mine.map((cell) => cell.load.latencyMs.p99)),
+        cpuUsPerRequest: median(mine.map(perRequest)),
+        roundCpuVsBefore,
+        roundCpuVsOff,
+        cpuVsBefore: median(roundCpuVsBefore),
+        cpuVsOff: median(roundCpuVsOff),
+        errors: mine.reduce((sum, cell) => sum + cell.load.errors, 0),
+        non2xx: mine.reduce((sum, cell) => sum + cell.load.non2xx, 0),
+      },
+    ]
+  })
+  return { ...meta, variants, cells: [...cells] }
+}
+
+export function tracingTable(summary: TracingSummary): string {
+  const x = (value: number) => (Number.isNaN(value) ? '-' : `${fmt(value, 3)}x`)
+  const labels: Record<TracingVariant, string> = {
+    'before tracing': `before tracing (${summary.before.commit})`,
+    'tracing off': 'tracing off',
+    'tracing on': `tracing on (every request sampled, ${summary.export.protocol})`,
+  }
+  return table(
+    ['proxy', 'req/s', 'p50 ms', 'p99 ms', 'CPU us/req', 'CPU vs before tracing', 'CPU vs tracing off'],
+    summary.variants.map((v) => [
+      labels[v.variant] + (v.errors + v.non2xx > 0 ? ` [${v.errors} err, ${v.non2xx} non-2xx]` : ''),
+      fmt(v.reqPerSec),
+      fmt(v.p50Ms, 3),
+      fmt(v.p99Ms, 3),
+      fmt(v.cpuUsPerRequest, 1),
+      x(v.cpuVsBefore),
+      x(v.cpuVsOff),
+    ]),
+  )
+}
+
+/** The export in one line: what the sink received against the two spans each request makes. */
+export function tracingExportLine(exported: TracingExport): string {
+  return (
+    `spans received by the OTLP sink from the proxy with tracing on: ${fmt(exported.spansDuringLoad)} by the end of ` +
+    `the last round, ${fmt(exported.spans)} once it had stopped, for ${fmt(exported.requests)} media requests ` +
+    `(${fmt(exported.spans / Math.max(1, exported.requests), 2)} per request; each makes a server and an upstream ` +
+    `span), in ${fmt(exported.exports)} exports of ${fmt(exported.bytes / exported.exports / 1024, 1)} KiB on ` +
+    `average` +
+    (exported.unreadable > 0 ? `; ${exported.unreadable} export bodies could not be decoded` : '')
+  )
+}
+
 export interface TargetCheck {
   target: string
   value: string
@@ -621,6 +767,8 @@ export interface TargetCheck {
 }
 
 const MiB = 1024 * 1024
+/** The many-clients verdict needs at least this share of the clients held in flight. */
+const MANY_HELD_SHARE = 0.95
 
 /** The memory run's row for the second proxy, whose upstream ends every body by closing the connection. */
 export const CLOSE_DELIMITED_PROXY = 'proxy (close-delimited)'
@@ -634,6 +782,7 @@ export function checkTargets(
   hostRoutes?: HostRoutesSummary,
   applications?: ApplicationsSummary,
   cache?: CacheSummary,
+  tracing?: TracingSummary,
 ): TargetCheck[] {
   const at = (size: string, target: TargetName) => summaries.find((s) => s.size === size && s.target === target)
   const checks: TargetCheck[] = []
@@ -679,13 +828,19 @@ export function checkTargets(
   }
   if (many) {
     const limit = many.limitBytes
+    // Fewer in flight than clients: the run did not hold the load the target is about.
+    const held = many.heldInFlight >= MANY_HELD_SHARE * many.clients && many.stoppedEarly === undefined
     checks.push({
-      target: `${fmt(many.clients)} slow clients: peak RSS under the Kubernetes example's memory limit`,
+      target: `${fmt(many.clients)} slow downloads held at once: peak RSS under the Kubernetes example's memory limit`,
       value:
         `peak ${fmt(many.peakBytes / MiB, 1)} MiB, limit ` +
         (limit === undefined ? 'unknown' : `${fmt(limit / MiB)} MiB`) +
-        `; ${fmt(many.peakInFlight)} in flight at most`,
-      verdict: verdict(limit === undefined ? undefined : many.peakBytes < limit),
+        `; ${fmt(many.peakInFlight)} in flight at most, ${fmt(many.heldInFlight)} held through the second half` +
+        (many.proxySocketPeakBytes === undefined
+          ? ''
+          : `; + ${fmt(many.proxySocketPeakBytes / MiB)} MiB in the proxy's socket buffers (kernel)`) +
+        (many.stoppedEarly ? `; stopped early: ${many.stoppedEarly}` : ''),
+      verdict: verdict(limit === undefined || !held ? undefined : many.peakBytes < limit),
     })
   }
   const failed = hostRoutes?.routes.reduce((sum, r) => sum + r.errors + r.non2xx, 0) ?? 0
@@ -746,6 +901,7 @@ export function checkTargets(
     ),
   })
   checks.push(...cacheChecks(cache))
+  checks.push(...tracingChecks(tracing))
   checks.push({
     target: 'zero RS256 signatures per request',
     value: signatures ? `${fmt(signatures.per10k, 1)} per 10,000 requests` : 'not measured',
@@ -829,6 +985,50 @@ function cacheChecks(cache: CacheSummary | undefined): TargetCheck[] {
     verdict: rebuild ? 'no target' : 'n/a',
   })
   return checks
+}
+
+/** The share of the spans expected (two per request) that must reach the sink for "tracing on" to have been measured. */
+const TRACING_EXPORTED_SHARE = 0.95
+
+/** The tracing phase's targets (bench/tracing.ts). */
+function tracingChecks(tracing: TracingSummary | undefined): TargetCheck[] {
+  const verdict = (ok: boolean | undefined): TargetCheck['verdict'] =>
+    ok === undefined ? 'n/a' : ok ? 'met' : 'missed'
+  const at = (variant: TracingVariant) => tracing?.variants.find((v) => v.variant === variant)
+  const failed = tracing?.variants.reduce((sum, v) => sum + v.errors + v.non2xx, 0) ?? 0
+  const range = (values: readonly number[]) =>
+    `median of ${values.length} rounds, ${fmt(Math.min(...values), 3)}-${fmt(Math.max(...values), 3)}`
+  const before = at('before tracing')
+  const off = at('tracing off')
+  const on = at('tracing on')
+  const offMeasured = off && before && off.roundCpuVsBefore.length > 0
+  const onMeasured = on && off && on.roundCpuVsOff.length > 0
+  const exported = tracing?.export
+  const spansPerRequest = exported ? exported.spans / Math.max(1, exported.requests) : 0
+  // Spans dropped cost less than spans exported: a run that lost many says little about the target.
+  const allExported = spansPerRequest >= 2 * TRACING_EXPORTED_SHARE
+  const failedNote = failed > 0 ? `; ${failed} failed responses` : ''
+  return [
+    {
+      target: `tracing off vs before tracing (${tracing?.before.commit ?? 'the last commit without it'}): CPU per 1 KiB request <= 1.03x`,
+      value: offMeasured
+        ? `${fmt(off.cpuVsBefore, 3)}x (${range(off.roundCpuVsBefore)}; ${fmt(off.cpuUsPerRequest, 1)} vs ` +
+          `${fmt(before.cpuUsPerRequest, 1)} us)${failedNote}`
+        : 'not measured',
+      // Failed responses cost less than served ones: a run with any says nothing about the target.
+      verdict: verdict(offMeasured && failed === 0 ? off.cpuVsBefore <= 1.03 : undefined),
+    },
+    {
+      target: 'tracing on, every request sampled and exported, vs off: CPU per 1 KiB request <= 1.25x',
+      value: onMeasured
+        ? `${fmt(on.cpuVsOff, 3)}x (${range(on.roundCpuVsOff)}; ${fmt(on.cpuUsPerRequest, 1)} vs ` +
+          `${fmt(off.cpuUsPerRequest, 1)} us); ${fmt(spansPerRequest, 2)} spans exported per request` +
+          (allExported ? '' : ' (spans were dropped)') +
+          failedNote
+        : 'not measured',
+      verdict: verdict(onMeasured && failed === 0 && allExported ? on.cpuVsOff <= 1.25 : undefined),
+    },
+  ]
 }
 
 export function fmt(value: number | undefined, digits = 0): string {
@@ -930,16 +1130,19 @@ export function memoryTable(memory: readonly MemorySummary[]): string {
 /** One row: the fresh proxy's memory with many slow clients, against the example's limit. */
 export function manyClientsTable(many: ManyClientsSummary): string {
   const limit = many.limitBytes
+  const mib = (bytes: number | undefined) => (bytes === undefined ? '-' : fmt(bytes / MiB))
   return table(
     [
       'target',
       'clients',
       'in flight (max)',
+      'held (min, 2nd half)',
       'idle MiB',
       'peak MiB',
       'above idle MiB',
       'limit MiB',
       'peak < limit',
+      "proxy's sockets MiB",
       'kernel TCP MiB',
       'KB read per client',
     ],
@@ -953,12 +1156,14 @@ export function manyClientsTable(many: ManyClientsSummary): string {
                 .join(', ')})`
             : ''),
         fmt(many.peakInFlight),
+        fmt(many.heldInFlight),
         fmt(many.idleBytes / MiB, 1),
         fmt(many.peakBytes / MiB, 1),
         fmt(many.aboveIdleBytes / MiB, 1),
-        limit === undefined ? '-' : fmt(limit / MiB),
+        mib(limit),
         limit === undefined ? 'n/a' : many.peakBytes < limit ? 'yes' : 'NO',
-        fmt(many.kernelTcpAboveStartBytes / MiB),
+        mib(many.proxySocketPeakBytes),
+        `${mib(many.kernelTcpPeakBytes)} of ${mib(many.kernelTcpPressureBytes)}`,
         fmt(many.meanBytesPerClient / 1e3),
       ],
     ],

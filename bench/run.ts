@@ -12,6 +12,9 @@
 // And the disk cache (bench/cache.ts): hits against misses and against no cache, one upstream
 // download for concurrent misses, memory with slow clients reading hits, and the index rebuilt
 // from 100,000 stored files at start.
+// And tracing (bench/tracing.ts): the proxy with tracing off against the proxy as it was before
+// tracing (an older commit, built in a git worktree), and with tracing on, every request sampled
+// and exported to a local OTLP sink, against off.
 // Prints the tables and writes the raw results to bench/results/<time>.json.
 // `--profile` instead runs the proxy under node --cpu-prof with the 1 KiB load and ranks its
 // functions by self time. Loopback only; everything started here is stopped at the end.
@@ -50,6 +53,7 @@ import {
   type OriginKind,
   prepareMedia,
   type RunningOrigin,
+  startCappedOrigin,
   startCloseDelimitedOrigin,
   startOrigin,
 } from './origin.js'
@@ -100,8 +104,21 @@ import {
   type TargetName,
   targetsTable,
   throughputTable,
+  tracingExportLine,
+  tracingTable,
 } from './report.js'
-import { kernelTcpBytes, openFilesLimit, RssSampler, slowReaders } from './slow-readers.js'
+import {
+  kernelTcpBytes,
+  kernelTcpPressureBytes,
+  openFilesLimit,
+  RssSampler,
+  slowClients,
+  slowClientsAvailable,
+  slowReaders,
+  socketBufferBytes,
+} from './slow-readers.js'
+import { measureTracing, TRACING_SETUP_SECONDS } from './tracing.js'
+import { Worktrees } from './worktrees.js'
 
 const USAGE = `usage: npm run bench -- [options]
   --quick            one round of 1 s runs, short memory tests (about a minute)
@@ -110,9 +127,11 @@ const USAGE = `usage: npm run bench -- [options]
   --origin KIND      nginx (default when installed) or node
   --no-nginx         skip nginx, as origin and as the reverse proxy compared against
   --no-contenders    skip the relay contenders (@fastify/http-proxy, undici stream()): about 45 s less
-  --no-many-clients  skip the memory run with 1,000 slow clients at once: about 20 s less
+  --no-many-clients  skip the memory run with 1,000 slow downloads held at once (python3): about 20 s less
   --no-host-routes   skip the host-prefixed route vs /media/:id CPU comparison (over TLS): about 13 s less
   --no-applications  skip 1,000 applications vs one (start-up, memory, warm CPU, cold signature): about 18 s less
+  --no-tracing       skip tracing off vs before tracing (an older commit, built in a git worktree) and
+                     tracing on vs off, CPU per 1 KiB request: about 50 s less (quick 25)
   --no-cache         skip the disk cache (hit vs miss CPU and throughput, one download for concurrent misses,
                      slow clients reading hits, index rebuild from 100,000 stored files): about 80 s less (quick 45)
   --autocannon       generate load in-process (autocannon; undici for bodies over 4 KiB) even with wrk
@@ -120,11 +139,12 @@ const USAGE = `usage: npm run bench -- [options]
   --help`
 
 /**
- * The whole run must stay under five and a half minutes, and two more with the cache phase;
- * past this, it stops and cleans up.
+ * The whole run must stay under five and a half minutes, two more with the cache phase and one
+ * more with the tracing phase; past this, it stops and cleans up.
  */
 const TIME_LIMIT_MS = 330_000
 const CACHE_TIME_LIMIT_MS = 120_000
+const TRACING_TIME_LIMIT_MS = 60_000
 /** Room a tmpfs needs for the cache phase's stored files (100,000 files of a page each, and their inodes), and spare. */
 const MEMORY_DIR_MIN_BYTES = 2 * 1024 ** 3
 const RESULTS_DIR = join(REPO_ROOT, 'bench', 'results')
@@ -133,21 +153,35 @@ const SLOW_CLIENTS = 16
 const SLOW_BYTES_PER_SECOND = 2e6
 /**
  * The many-clients run: as many clients as MAX_IN_FLIGHT_REQUESTS lets in by default, each
- * downloading the 1 MiB body and reading a few KB/s of it. Not a larger body: on loopback (64 KiB
- * MTU) the kernel queues up to about 4 MiB per connection on the proxy's side before the proxy
- * sees backpressure, so 1,000 downloads that all stay backpressured would need 4 GB or more of
- * kernel TCP memory, past net.ipv4.tcp_mem's hard limit on most machines, which stalls every TCP
- * connection on the machine (32 MiB bodies did: 243 of 1,000 were served in 6 s). With 1 MiB the
- * kernel holds at most about 1 GB, and the proxy relays 1,000 downloads at once (its CPU, not the
- * clients, is then what holds them in flight) and keeps their 1,000 connections open.
+ * downloading the 1 MiB body and reading a few KB/s of it, all held in flight in the proxy at
+ * once. Over loopback that takes clients the kernel cannot buffer for: Node's http clients (64 KiB
+ * MTU, receive buffers autotuned) had each 1 MiB body swallowed by the kernel's socket buffers
+ * (the proxy's send buffer alone grows to about 2.6 MiB on loopback), so at most about 20
+ * downloads were ever in flight in the proxy. bench/slow_clients.py (python3) sets SO_RCVBUF to
+ * 4 KiB and the MSS to Ethernet's before connecting, which Node cannot: the kernel then queues
+ * about 140 KiB per download on the proxy's side, and the proxy holds the rest of each body back
+ * from its origin (backpressure), for the whole run. The origin is nginx with a 64 KiB SO_SNDBUF
+ * (origin.ts startCappedOrigin): otherwise the kernel queues the rest of every body on the
+ * origin's side, about 1 GB for the thousand, near net.ipv4.tcp_mem's limits, past which every
+ * TCP connection on the machine stalls (32 MiB bodies did: 243 of 1,000 were served in 6 s).
+ * With it the kernel holds about 0.5 GB, watched: past tcp_mem's pressure threshold the clients
+ * are stopped. The proxy's RSS is held against the Kubernetes example's memory limit, beside the
+ * kernel memory of its own sockets, which a cgroup v2 limit counts as well. Its RSS still creeps
+ * up once all the downloads are in flight, so the peak is the one of a run this long, not a ceiling.
  */
 const MANY_CLIENTS = 1_000
 const MANY_BODY_BYTES = 1024 * 1024
 const MANY_BYTES_PER_SECOND = 8e3
+/** The capped origin's SO_SNDBUF (the kernel doubles it). */
+const MANY_ORIGIN_SEND_BUFFER_BYTES = 64 * 1024
+/** How often the proxy's in-flight gauge and the kernel's TCP memory are read; the proxy's sockets every fourth time. */
+const MANY_POLL_MS = 250
+const MANY_SOCKETS_EVERY = 4
 /** Open files the many-clients run needs here (and the proxy, which inherits the limit): two per client and spare. */
 const MANY_OPEN_FILES = 2 * MANY_CLIENTS + 200
 const LATENCY_TARGETS: readonly TargetName[] = ['direct', 'proxy', 'nginx-64k']
 const SETTLE_MS = 100
+const MiB = 1024 * 1024
 /**
  * The body sizes the relay contenders run at: the smallest (per-request cost, the reason for the
  * relay) and the largest (throughput). All four sizes would take the full run past its time limit.
@@ -190,6 +224,13 @@ interface Settings {
   cacheRounds: number
   cacheSeconds: number
   cacheRebuildStarts: number
+  /**
+   * The tracing phase: short rounds too (three proxies, 1 KiB), more of them than the others': its
+   * target is 3 %, and the per-round ratios on a shared VM spread far wider than that.
+   */
+  tracing: boolean
+  tracingRounds: number
+  tracingSeconds: number
   autocannon: boolean
   profile: boolean
 }
@@ -232,6 +273,7 @@ function parseSettings(): Settings {
       'no-host-routes': { type: 'boolean', default: false },
       'no-applications': { type: 'boolean', default: false },
       'no-cache': { type: 'boolean', default: false },
+      'no-tracing': { type: 'boolean', default: false },
       autocannon: { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
@@ -280,6 +322,9 @@ function parseSettings(): Settings {
     cacheRounds: Math.max(quick ? 2 : 3, rounds),
     cacheSeconds: 1,
     cacheRebuildStarts: quick ? 1 : 3,
+    tracing: !values['no-tracing'],
+    tracingRounds: quick ? 4 : Math.max(12, rounds + 1),
+    tracingSeconds: 1,
     autocannon: values.autocannon || !wrkAvailable(),
     profile: values.profile,
   }
@@ -296,10 +341,13 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'vonage-media-proxy-bench-'))
   const memoryDir = settings.cache && !settings.profile ? memoryTempDir() : undefined
   const group = new ProcessGroup()
+  const worktrees = new Worktrees()
   let cleaning: Promise<void> | undefined
   let aborting = false
   const cleanUp = () => {
     cleaning ??= group.stopAll().finally(() => {
+      // The worktrees live in dir: git forgets them before their files go.
+      worktrees.removeAll()
       for (const path of [dir, memoryDir]) if (path) rmSync(path, { recursive: true, force: true })
     })
     return cleaning
@@ -315,7 +363,9 @@ async function main(): Promise<void> {
   const watchdog = setTimeout(() => abort(`time limit of ${limitMs / 1000} s reached`, 1), limitMs)
   watchdog.unref()
   try {
-    await (settings.profile ? profileRun(settings, dir, group) : benchmarkRun(settings, dir, group, memoryDir))
+    await (settings.profile
+      ? profileRun(settings, dir, group)
+      : benchmarkRun(settings, dir, group, worktrees, memoryDir))
   } catch (err) {
     if (aborting) return
     log(`benchmark failed: ${err instanceof Error ? err.message : String(err)}`)
@@ -327,7 +377,8 @@ async function main(): Promise<void> {
 }
 
 function timeLimitMs(settings: Settings): number {
-  return TIME_LIMIT_MS + (settings.cache && !settings.profile ? CACHE_TIME_LIMIT_MS : 0)
+  if (settings.profile) return TIME_LIMIT_MS
+  return TIME_LIMIT_MS + (settings.cache ? CACHE_TIME_LIMIT_MS : 0) + (settings.tracing ? TRACING_TIME_LIMIT_MS : 0)
 }
 
 /**
@@ -371,6 +422,7 @@ function describeSetup(settings: Settings): Machine {
   if (!settings.applications)
     notes.push(`--no-applications: ${fmt(APPLICATIONS)} applications on one proxy are not measured against one`)
   if (!settings.cache) notes.push('--no-cache: the disk cache (CACHE_DIR) is not measured')
+  if (!settings.tracing) notes.push('--no-tracing: tracing (OTEL_EXPORTER_OTLP_ENDPOINT) is not measured')
   if (settings.autocannon && !wrkAvailable())
     notes.push('wrk is not installed: the load is generated in-process (autocannon, undici)')
   if (pinningUnavailable) notes.push(`processes are not pinned to cores: ${pinningUnavailable}`)
@@ -526,10 +578,11 @@ async function measureMemory(env: Environment): Promise<MemorySummary[]> {
 }
 
 /**
- * MANY_CLIENTS slow clients at once through a fresh proxy (so that its idle memory is the
- * start-up figure, not what earlier runs left), each downloading the largest body at a few KB/s
- * until the deadline; the proxy's VmRSS is sampled throughout, and its in-flight gauge twice a
- * second. The proxy is stopped after.
+ * MANY_CLIENTS slow clients at once (bench/slow_clients.py) through a fresh proxy (so that its
+ * idle memory is the start-up figure, not what earlier runs left) in front of the capped origin,
+ * each downloading the 1 MiB body at a few KB/s until the deadline; the proxy's VmRSS is sampled
+ * throughout, its in-flight gauge and the kernel's TCP memory every MANY_POLL_MS, and the kernel
+ * memory of the proxy's sockets less often. The proxy and the origin are stopped after.
  */
 async function measureManyClients(env: Environment): Promise<ManyClientsSummary | undefined> {
   const { settings } = env
@@ -542,15 +595,38 @@ async function measureManyClients(env: Environment): Promise<ManyClientsSummary 
     )
     return undefined
   }
+  if (!slowClientsAvailable()) {
+    log(
+      `warning: the ${fmt(MANY_CLIENTS)}-client memory run is skipped: it needs python3 (bench/slow_clients.py ` +
+        'sets the small receive buffers Node cannot); install python3, or pass --no-many-clients',
+    )
+    return undefined
+  }
   const body = BODY_SIZES.find((size) => size.bytes === MANY_BODY_BYTES) as BodySize
   const small = BODY_SIZES[0] as BodySize
-  const proxy = await startProxy(env.group, {
-    name: 'proxy-many-clients',
-    dir: env.dir,
-    upstreamUrl: env.origin.url,
-    keyPath: env.keyPath,
-  })
+  const capped =
+    settings.origin === 'nginx'
+      ? await startCappedOrigin(env.group, {
+          dir: env.dir,
+          root: env.mediaRoot,
+          sendBufferBytes: MANY_ORIGIN_SEND_BUFFER_BYTES,
+        })
+      : undefined
+  if (!capped) {
+    log(
+      `note: the ${fmt(MANY_CLIENTS)}-client run reads from the node origin, whose send buffers cannot be ` +
+        'capped: the kernel will hold about a body per download on its side (about 1 GB)',
+    )
+  }
+  const origin = capped ?? env.origin
+  let proxy: RunningProxy | undefined
   try {
+    proxy = await startProxy(env.group, {
+      name: 'proxy-many-clients',
+      dir: env.dir,
+      upstreamUrl: origin.url,
+      keyPath: env.keyPath,
+    })
     // One request, as the other memory runs' idle figures follow one request per size.
     await checkServes(
       'proxy (many clients)',
@@ -559,50 +635,96 @@ async function measureManyClients(env: Environment): Promise<ManyClientsSummary 
     )
     await sleep(1_000)
     const limitBytes = kubernetesMemoryLimit()
+    const pressureBytes = kernelTcpPressureBytes()
     log(
-      `memory: ${fmt(MANY_CLIENTS)} clients reading ${body.label} each at ${MANY_BYTES_PER_SECOND / 1e3} KB/s through ` +
-        `a fresh proxy (pid ${proxy.pid}), started over ${settings.manyRampSeconds} s, ` +
-        `all stopped at ${settings.manySeconds} s`,
+      `memory: ${fmt(MANY_CLIENTS)} clients (bench/slow_clients.py) reading ${body.label} each at ` +
+        `${MANY_BYTES_PER_SECOND / 1e3} KB/s through a fresh proxy (pid ${proxy.pid}) in front of ` +
+        `${origin.description}, started over ${settings.manyRampSeconds} s, all stopped at ${settings.manySeconds} s`,
     )
     const idleBytes = rssBytes([proxy.pid])
     const sampler = new RssSampler([proxy.pid])
     const kernelTcpAtStart = kernelTcpBytes()
     let kernelTcpPeak = kernelTcpAtStart
+    let proxySocketPeak: number | undefined
     let peakInFlight = 0
-    let polling = true
-    const poll = (async () => {
-      while (polling) {
-        kernelTcpPeak = Math.max(kernelTcpPeak, kernelTcpBytes())
-        try {
-          peakInFlight = Math.max(peakInFlight, (await readProxyMetrics(proxy.adminUrl)).inFlight)
-        } catch {
-          // A scrape that fails under load only loses a sample.
-        }
-        await sleep(250)
-      }
-    })()
-    const result = await slowReaders({
+    let heldInFlight = Number.POSITIVE_INFINITY
+    let stoppedEarly: string | undefined
+    const mediaPort = new URL(proxy.mediaUrl).port
+    const { adminUrl } = proxy
+    const clients = slowClients({
+      group: env.group,
+      dir: env.dir,
       url: `${proxy.mediaUrl}/media/${body.id}`,
       clients: MANY_CLIENTS,
       bytesPerSecond: MANY_BYTES_PER_SECOND,
       maxSeconds: settings.manySeconds,
       rampSeconds: settings.manyRampSeconds,
-      expectedBytes: body.bytes,
     })
+    const started = performance.now()
+    let polling = true
+    const poll = (async () => {
+      for (let i = 0; polling; i++) {
+        const kernel = kernelTcpBytes()
+        kernelTcpPeak = Math.max(kernelTcpPeak, kernel)
+        if (pressureBytes !== undefined && kernel > pressureBytes && stoppedEarly === undefined) {
+          stoppedEarly = `kernel TCP memory ${fmt(kernel / MiB)} MiB, past net.ipv4.tcp_mem's pressure threshold`
+          log(`warning: ${stoppedEarly}: stopping the clients`)
+          clients.stop()
+        }
+        if (i % MANY_SOCKETS_EVERY === MANY_SOCKETS_EVERY - 1) {
+          // Its sockets to the clients, and to the origin (only this proxy connects there, but for
+          // the node origin, shared with the main proxy, whose idle connections hold nothing).
+          const sockets = socketBufferBytes(`( sport = :${mediaPort} or dport = :${origin.port} )`)
+          if (sockets !== undefined) proxySocketPeak = Math.max(proxySocketPeak ?? 0, sockets)
+        }
+        try {
+          const { inFlight } = await readProxyMetrics(adminUrl)
+          peakInFlight = Math.max(peakInFlight, inFlight)
+          const elapsedMs = performance.now() - started
+          // The second half, short of the clients' deadline (theirs counts from a little later).
+          if (
+            elapsedMs >= (settings.manySeconds * 1000) / 2 &&
+            elapsedMs < settings.manySeconds * 1000 - MANY_POLL_MS
+          ) {
+            heldInFlight = Math.min(heldInFlight, inFlight)
+          }
+        } catch {
+          // A scrape that fails under load only loses a sample.
+        }
+        await sleep(MANY_POLL_MS)
+      }
+    })()
+    let result: Awaited<typeof clients.result>
+    try {
+      result = await clients.result
+    } finally {
+      polling = false
+      await poll
+    }
     const peakBytes = sampler.stop()
-    polling = false
-    await poll
+    log(
+      `memory: ${fmt(peakInFlight)} in flight at most, ${fmt(heldInFlight)} through the second half; proxy RSS ` +
+        `${fmt(peakBytes / MiB)} MiB at most; kernel TCP memory ${fmt(kernelTcpPeak / MiB)} MiB at most`,
+    )
     return {
       clients: MANY_CLIENTS,
       bodyLabel: body.label,
       bytesPerSecondPerClient: MANY_BYTES_PER_SECOND,
+      clientReceiveBufferBytes: result.receiveBufferBytes,
+      clientMssBytes: result.mssBytes,
+      origin: origin.description,
       rampSeconds: settings.manyRampSeconds,
       seconds: settings.manySeconds,
       idleBytes,
       peakBytes,
       aboveIdleBytes: peakBytes - idleBytes,
       peakInFlight,
+      heldInFlight: Number.isFinite(heldInFlight) ? heldInFlight : 0,
+      kernelTcpPeakBytes: kernelTcpPeak,
       kernelTcpAboveStartBytes: kernelTcpPeak - kernelTcpAtStart,
+      kernelTcpPressureBytes: pressureBytes,
+      proxySocketPeakBytes: proxySocketPeak,
+      stoppedEarly,
       limitBytes,
       limitSource: limitBytes === undefined ? `not found in ${KUBERNETES_EXAMPLE}` : KUBERNETES_EXAMPLE,
       responded: result.responded,
@@ -612,7 +734,8 @@ async function measureManyClients(env: Environment): Promise<ManyClientsSummary 
       meanBytesPerClient: result.meanBytesPerClient,
     }
   } finally {
-    await env.group.stop(proxy.child)
+    if (proxy) await env.group.stop(proxy.child)
+    if (capped) await env.group.stop(capped.child)
   }
 }
 
@@ -735,6 +858,7 @@ async function benchmarkRun(
   settings: Settings,
   dir: string,
   group: ProcessGroup,
+  worktrees: Worktrees,
   memoryDir: string | undefined,
 ): Promise<void> {
   const startedAt = new Date()
@@ -758,6 +882,10 @@ async function benchmarkRun(
       settings.cacheRebuildStarts * CACHE_REBUILD_START_SECONDS +
       3 * (settings.warmupSeconds + settings.cacheRounds * (settings.cacheSeconds + CACHE_BIG_RUN_SECONDS + 0.6))
     : 0
+  const tracingSeconds = settings.tracing
+    ? TRACING_SETUP_SECONDS +
+      3 * (settings.warmupSeconds + 0.1 + settings.tracingRounds * (settings.tracingSeconds + 0.15))
+    : 0
   const estimate =
     BODY_SIZES.length * (4 + settings.rounds * (settings.seconds + 0.3) * (settings.nginx ? 4 : 2)) +
     contenderSeconds +
@@ -768,6 +896,7 @@ async function benchmarkRun(
     hostRoutesSeconds +
     applicationsSeconds +
     cacheSeconds +
+    tracingSeconds +
     15
   log(`estimated time: about ${Math.round(estimate)} s`)
   if (estimate * 1000 > timeLimitMs(settings) * 0.95) {
@@ -776,7 +905,8 @@ async function benchmarkRun(
       (settings.manyClients ? `; --no-many-clients about ${Math.round(manySeconds)} s` : '') +
       (settings.hostRoutes ? `; --no-host-routes about ${Math.round(hostRoutesSeconds)} s` : '') +
       (settings.applications ? `; --no-applications about ${Math.round(applicationsSeconds)} s` : '') +
-      (settings.cache ? `; --no-cache about ${Math.round(cacheSeconds)} s` : '')
+      (settings.cache ? `; --no-cache about ${Math.round(cacheSeconds)} s` : '') +
+      (settings.tracing ? `; --no-tracing about ${Math.round(tracingSeconds)} s` : '')
     log(`warning: that is close to the time limit of ${timeLimitMs(settings) / 1000} s${saving}`)
   }
 
@@ -835,6 +965,23 @@ async function benchmarkRun(
         log,
       })
     : undefined
+  const tracing = settings.tracing
+    ? await measureTracing({
+        group,
+        worktrees,
+        dir,
+        mediaRoot: env.mediaRoot,
+        upstreamUrl: env.origin.url,
+        originDescription: env.origin.description,
+        keyPath: env.keyPath,
+        load: env.load,
+        body: BODY_SIZES[0] as BodySize,
+        rounds: settings.tracingRounds,
+        seconds: settings.tracingSeconds,
+        warmupSeconds: settings.warmupSeconds,
+        log,
+      })
+    : undefined
   const memory = await measureMemory(env)
   const many = settings.manyClients ? await measureManyClients(env) : undefined
   const cells = await throughputRounds(env)
@@ -845,10 +992,9 @@ async function benchmarkRun(
 
   const summaries = summarise(cells)
   const latency: LatencySummary[] = summariseLatency(latencyRuns)
-  const targets = checkTargets(summaries, latency, memory, signatures, many, hostRoutes, applications, cache)
+  const targets = checkTargets(summaries, latency, memory, signatures, many, hostRoutes, applications, cache, tracing)
   const finishedAt = new Date()
 
-  const MiB = 1024 * 1024
   const header = [
     '',
     `vonage-media-proxy benchmark: ${settings.rounds} interleaved round(s), medians; ${settings.seconds} s per run`,
@@ -940,6 +1086,25 @@ async function benchmarkRun(
           '',
         ]
       : []),
+    ...(tracing
+      ? [
+          `Tracing: three proxies in front of ${tracing.origin}: before tracing: commit ${tracing.before.commit} ` +
+            `("${tracing.before.subject}"), the last before tracing, the disk cache and signed links, built in a git ` +
+            `worktree with this checkout's node_modules` +
+            (tracing.before.dependencyMismatches.length > 0
+              ? ` (NOT its locked versions: ${tracing.before.dependencyMismatches.join(', ')})`
+              : ' (its locked versions)') +
+            "; tracing off: today's build; tracing on: the same with OTEL_EXPORTER_OTLP_ENDPOINT set to a local " +
+            `OTLP/HTTP sink (bench/otlp-sink.ts: reads each export, counts its spans, answers 200), exporter protocol ` +
+            `${tracing.export.protocol}, default sampler (parentbased_always_on) and batch settings; every request ` +
+            `carries a sampled traceparent; ${tracing.bodyLabel}, ${tracing.connections} connections, ` +
+            `${tracing.rounds} interleaved round(s) of ${tracing.seconds} s, medians; ratios: medians of the ` +
+            'per-round ratios',
+          tracingTable(tracing),
+          tracingExportLine(tracing.export),
+          '',
+        ]
+      : []),
     `Added latency at concurrency 1 (${BODY_SIZES[0]?.label}), medians of ${settings.rounds} run(s):`,
     latencyTable(latency),
     '',
@@ -952,10 +1117,16 @@ async function benchmarkRun(
     '',
     ...(many
       ? [
-          `Memory (VmRSS) with ${fmt(many.clients)} clients at once, each downloading ${many.bodyLabel} at ` +
-            `${many.bytesPerSecondPerClient / 1e3} KB/s, through a fresh proxy (default MAX_IN_FLIGHT_REQUESTS; ` +
-            `idle: after start-up and one request); clients started over ${many.rampSeconds} s, ` +
-            `all stopped at ${many.seconds} s; limit: resources.limits.memory, ${many.limitSource}`,
+          `Memory (VmRSS) with ${fmt(many.clients)} downloads held at once, each of ${many.bodyLabel} read at ` +
+            `${many.bytesPerSecondPerClient / 1e3} KB/s by a client with a ` +
+            `${fmt((many.clientReceiveBufferBytes ?? 0) / 1024)} KiB receive buffer and a ${fmt(many.clientMssBytes)} ` +
+            `byte MSS (bench/slow_clients.py), through a fresh proxy (default MAX_IN_FLIGHT_REQUESTS; idle: after ` +
+            `start-up and one request) in front of ${many.origin}; clients started over ${many.rampSeconds} s, ` +
+            `all stopped at ${many.seconds} s; in flight: the proxy's media_proxy_in_flight_requests, every ` +
+            `${MANY_POLL_MS} ms; proxy's sockets: the kernel memory queued and unread on them (ss -m), which a ` +
+            "cgroup v2 limit counts too; kernel TCP: the machine's (/proc/net/sockstat), peak of net.ipv4.tcp_mem's " +
+            `pressure threshold (where the clients would be stopped); limit: resources.limits.memory, ${many.limitSource}` +
+            (many.stoppedEarly ? `; STOPPED EARLY: ${many.stoppedEarly}` : ''),
           manyClientsTable(many),
           '',
         ]
@@ -998,6 +1169,7 @@ async function benchmarkRun(
     hostRoutes,
     applications,
     cache,
+    tracing,
     signatures,
     targetChecks: targets,
     cells,

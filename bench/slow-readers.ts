@@ -2,10 +2,14 @@
 // http clients that pause and resume, so TCP backpressure reaches the server), while the
 // servers' resident memory is sampled from /proc. Every client's socket is destroyed by the
 // time slowReaders() resolves: at the end of its body, on an error, or at the deadline.
+// For a thousand at once, slowClients() runs bench/slow_clients.py instead (small receive
+// buffers and MSS, which Node cannot set), and the kernel's share is read from /proc and ss.
 import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { get } from 'node:http'
-import { rssBytes } from './processes.js'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { commandExists, LOAD_CORE, type ProcessGroup, rssBytes } from './processes.js'
 
 export interface SlowReadOptions {
   url: string
@@ -134,6 +138,78 @@ export function openFilesLimit(): number | undefined {
   }
 }
 
+const SLOW_CLIENTS_SCRIPT = fileURLToPath(new URL('./slow_clients.py', import.meta.url))
+/** What each client asks for before it connects: the kernel doubles the buffer (8 KiB), the MSS is Ethernet's. */
+const CLIENT_RECEIVE_BUFFER_BYTES = 4096
+const CLIENT_MSS_BYTES = 1460
+
+export interface SlowClientsOptions {
+  group: ProcessGroup
+  /** Where the script's output and progress lines go. */
+  dir: string
+  url: string
+  clients: number
+  bytesPerSecond: number
+  maxSeconds: number
+  rampSeconds: number
+}
+
+export interface SlowClientsResult extends SlowReadResult {
+  /** Clients reading a body at once, the most (the clients' own count). */
+  peakReading: number
+  receiveBufferBytes: number | undefined
+  mssBytes: number | undefined
+}
+
+export interface RunningSlowClients {
+  /** Ends every client now; the result still comes. */
+  stop(): void
+  readonly result: Promise<SlowClientsResult>
+}
+
+/** Whether slowClients() can run here: python3 on the PATH. */
+export function slowClientsAvailable(): boolean {
+  return commandExists('python3', ['--version'])
+}
+
+/** Starts bench/slow_clients.py on the load core; its JSON summary resolves result. */
+export function slowClients(options: SlowClientsOptions): RunningSlowClients {
+  const stdoutFile = join(options.dir, 'slow-clients-stdout.log')
+  const stderrFile = join(options.dir, 'slow-clients-stderr.log')
+  const child = options.group.spawn(
+    'slow-clients',
+    'python3',
+    [
+      SLOW_CLIENTS_SCRIPT,
+      '--url',
+      options.url,
+      '--clients',
+      String(options.clients),
+      '--bytes-per-second',
+      String(options.bytesPerSecond),
+      '--seconds',
+      String(options.maxSeconds),
+      '--ramp-seconds',
+      String(options.rampSeconds),
+      '--rcvbuf',
+      String(CLIENT_RECEIVE_BUFFER_BYTES),
+      '--mss',
+      String(CLIENT_MSS_BYTES),
+    ],
+    { core: LOAD_CORE, stdoutFile, stderrFile },
+  )
+  const result = child.exited.then((code) => {
+    const text = readFileSync(stdoutFile, 'utf8').trim()
+    if (code !== 0 || text === '') {
+      const stderr = readFileSync(stderrFile, 'utf8').trim().split('\n').slice(-5).join('\n')
+      throw new Error(`slow_clients.py exited with ${code}: ${stderr}`)
+    }
+    return JSON.parse(text) as SlowClientsResult
+  })
+  // The script ends its clients on SIGTERM and still prints what they got.
+  return { stop: () => child.process.kill('SIGTERM'), result }
+}
+
 const PAGE_BYTES = (() => {
   const bytes = Number(spawnSync('getconf', ['PAGESIZE'], { encoding: 'utf8' }).stdout?.trim())
   return Number.isInteger(bytes) && bytes > 0 ? bytes : 4096
@@ -150,6 +226,33 @@ export function kernelTcpBytes(): number {
   } catch {
     return 0
   }
+}
+
+/** net.ipv4.tcp_mem's middle value (in bytes): past it the kernel squeezes every TCP socket on the machine. */
+export function kernelTcpPressureBytes(): number | undefined {
+  try {
+    const pages = Number(readFileSync('/proc/sys/net/ipv4/tcp_mem', 'utf8').trim().split(/\s+/)[1])
+    return Number.isFinite(pages) ? pages * PAGE_BYTES : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Kernel memory of the established TCP sockets an ss filter selects (`sport = :8080`): what is
+ * queued to send and received but not read (skmem's w and r), summed; undefined without ss.
+ */
+export function socketBufferBytes(filter: string): number | undefined {
+  const result = spawnSync('ss', ['-tmnH', 'state', 'established', filter], {
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+  })
+  if (result.error || result.status !== 0) return undefined
+  let total = 0
+  for (const match of result.stdout.matchAll(/skmem:\(r(\d+),rb\d+,t\d+,tb\d+,f\d+,w(\d+)/g)) {
+    total += Number(match[1]) + Number(match[2])
+  }
+  return total
 }
 
 /** Samples the resident memory of a set of processes until stop() is called; keeps the peak. */
