@@ -831,7 +831,7 @@ export function checkTargets(
     // Fewer in flight than clients: the run did not hold the load the target is about.
     const held = many.heldInFlight >= MANY_HELD_SHARE * many.clients && many.stoppedEarly === undefined
     checks.push({
-      target: `${fmt(many.clients)} slow downloads held at once: peak RSS under the Kubernetes example's memory limit`,
+      target: `${fmt(many.clients)} slow downloads held at once: peak RSS plus the proxy's socket buffers (a cgroup v2 limit counts both) under the Kubernetes example's memory limit`,
       value:
         `peak ${fmt(many.peakBytes / MiB, 1)} MiB, limit ` +
         (limit === undefined ? 'unknown' : `${fmt(limit / MiB)} MiB`) +
@@ -840,7 +840,9 @@ export function checkTargets(
           ? ''
           : `; + ${fmt(many.proxySocketPeakBytes / MiB)} MiB in the proxy's socket buffers (kernel)`) +
         (many.stoppedEarly ? `; stopped early: ${many.stoppedEarly}` : ''),
-      verdict: verdict(limit === undefined || !held ? undefined : many.peakBytes < limit),
+      verdict: verdict(
+        limit === undefined || !held ? undefined : many.peakBytes + (many.proxySocketPeakBytes ?? 0) < limit,
+      ),
     })
   }
   const failed = hostRoutes?.routes.reduce((sum, r) => sum + r.errors + r.non2xx, 0) ?? 0

@@ -745,13 +745,13 @@ test('Kubernetes: the resources quote docs/performance.md and fit MAX_IN_FLIGHT_
   const limit = quantity(limits.memory)
   assert.ok(requested >= slowClients * MiB, `requests.memory ${requests.memory} covers the ${slowClients} MiB measured`)
   assert.ok(limit >= requested, 'limits.memory is at least requests.memory')
-  // About 140 MiB, plus 128 KiB of buffers per in-flight download in the process and about as
-  // much again of kernel socket buffers, which a cgroup v2 limit counts too; and never below the
-  // 370 MiB RSS the benchmark left behind (docs/performance.md).
+  // About 100 MiB, plus per in-flight download with a slow client about 390 KiB in the process
+  // and 350 KiB of kernel socket buffers, which a cgroup v2 limit counts too (the benchmark's
+  // 1,000 slow downloads held at once, docs/performance.md).
   const inFlight = Number(sidecarEnv.MAX_IN_FLIGHT_REQUESTS?.value ?? DEFAULT_MAX_IN_FLIGHT_REQUESTS)
-  const needed = Math.max(idle, 140) * MiB + inFlight * 256 * KiB
+  const needed = Math.max(idle, 100) * MiB + inFlight * 768 * KiB
   assert.ok(
-    limit >= needed && limit >= 370 * MiB,
+    limit >= needed,
     `limits.memory ${limits.memory} < ${Math.round(needed / MiB)} MiB for MAX_IN_FLIGHT_REQUESTS ${inFlight}`,
   )
   assert.ok(quantity(limits.cpu) >= 1, 'the proxy may use its one core')
