@@ -82,7 +82,7 @@ async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Pr
         // A POST stores the file: what it asks of Vonage is a GET.
         method: request.method === 'HEAD' ? 'HEAD' : 'GET',
         headers: forwardedHeaders(request),
-        trace: (request.served as ServedRequest).span,
+        trace: (request.served as ServedRequest).traceParent,
       },
       request.method as MediaMethod,
       link?.kind === 'valid' ? link.expires : undefined,

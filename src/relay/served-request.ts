@@ -28,7 +28,14 @@ export class ServedRequest {
   #resources: RequestResources | undefined
   /** The request's server span (a shared no-op with tracing off). */
   readonly span: RequestSpan
+
+  /** The span upstream attempts are children of; undefined with tracing off (nothing to do). */
+  get traceParent(): RequestSpan | undefined {
+    return this.#traced ? this.span : undefined
+  }
   readonly #traced: boolean
+  /** The path as logged and traced (see pathOf). */
+  readonly #path: string
   #cut = false
 
   constructor(request: FastifyRequest, reply: FastifyReply, tracing: Tracing, onOutcome: (outcome: Outcome) => void) {
@@ -37,10 +44,11 @@ export class ServedRequest {
     this.#remoteAddress = request.ip
     this.#onOutcome = onOutcome
     this.#traced = tracing.enabled
+    this.#path = truncate(pathOf(request.url))
     this.span = tracing.startRequest(
       request.method,
       request.routeOptions.url ?? 'unmatched',
-      truncate(pathOf(request.url)),
+      this.#path,
       request.headers,
     )
     onRequestEnd(reply.raw, request.raw.socket, () => this.#end())
@@ -77,7 +85,7 @@ export class ServedRequest {
       requestId: request.id,
       method: request.method,
       route: request.routeOptions.url ?? 'unmatched',
-      path: truncate(pathOf(request.url)),
+      path: this.#path,
       status: res.headersSent ? res.statusCode : CLIENT_CLOSED_REQUEST,
       bytes: finished ? this.#bodyBytes : this.#acceptedBytes,
       seconds: (performance.now() - this.#started) / 1000,
@@ -98,7 +106,9 @@ export class ServedRequest {
  * a signature (a link percent-encoded into the path) blanked.
  */
 function pathOf(url: string): string {
-  const { path } = splitTarget(url)
+  // The origin form, as nearly every request comes: no authority to drop.
+  const query = url.indexOf('?')
+  const path = url.startsWith('/') ? (query === -1 ? url : url.slice(0, query)) : splitTarget(url).path
   return /signature/i.test(path) ? path.replace(/(signature(?:=|%3d))[^&/]*/gi, '$1[redacted]') : path
 }
 
