@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { parse as parseYaml } from 'yaml'
 import { KeyError, parsePrivateKey, readPrivateKeyFile } from './credentials/key.js'
+import { canonicalOrigin } from './links/safe-delivery.js'
 import { type TracingSettings, tracingSettings } from './observability/tracing.js'
 import { UUID } from './uuid.js'
 
@@ -321,17 +322,15 @@ function origins(value: string): ReadonlySet<string> {
     .filter((origin) => origin !== '')
   const result = new Set<string>()
   for (const origin of list) {
-    let url: URL | undefined
-    try {
-      url = new URL(origin)
-    } catch {}
-    if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:') || url.origin !== origin.toLowerCase()) {
+    // Written as browsers send Origin: no trailing slash, no default port.
+    const canonical = canonicalOrigin(origin)
+    if (canonical === undefined || canonical !== origin.toLowerCase()) {
       throw new ConfigError(
         'CORS_ALLOWED_ORIGINS',
         `must list origins (scheme://host[:port], no path or trailing slash), not "${origin}"`,
       )
     }
-    result.add(url.origin)
+    result.add(canonical)
   }
   return result
 }

@@ -38,6 +38,14 @@ function keyDir(t: TestContext, ids: string[]): string {
   return dir
 }
 
+/** A settings file beside the key directory: KEY_A_ONLY may use A alone, KEY_ALL every application. */
+function scopedKeysFile(t: TestContext, dir: string): string {
+  const settings = join(dir, '..', `${dir.split('/').at(-1)}-settings.yaml`)
+  writeFileSync(settings, `INBOUND_API_KEYS:\n  - key: ${KEY_A_ONLY}\n    applications: [${A}]\n  - ${KEY_ALL}\n`)
+  t.after(() => rmSync(settings, { force: true }))
+  return settings
+}
+
 async function setup(t: TestContext, ids: string[], env: Record<string, string> = {}) {
   const dir = keyDir(t, ids)
   const emulator = await startEmulator(t, { applicationId: A, publicKey: (appKeys[A] as TestKeys).publicKey })
@@ -128,9 +136,7 @@ test('VONAGE_APPLICATION_ID names the default, whose key may come from the direc
 
 test('a client key scoped to A can never obtain B: 403 and nothing sent; a plain key may use both', async (t) => {
   const dir = keyDir(t, [A, B])
-  const settings = join(dir, '..', `${dir.split('/').at(-1)}-settings.yaml`)
-  writeFileSync(settings, `INBOUND_API_KEYS:\n  - key: ${KEY_A_ONLY}\n    applications: [${A}]\n  - ${KEY_ALL}\n`)
-  t.after(() => rmSync(settings, { force: true }))
+  const settings = scopedKeysFile(t, dir)
   const emulator = await startEmulator(t, { applicationId: A, publicKey: (appKeys[A] as TestKeys).publicKey })
   emulator.addApplication(B, (appKeys[B] as TestKeys).publicKey)
   emulator.media.addSynthetic(MEDIA_ID, 2048)
@@ -253,13 +259,9 @@ test('start-up: a default application without a key, or an unreadable directory,
 
 test('with a cache, a stored file is still per application, and a key scoped to A gets 403 for a hit of B', async (t) => {
   const dir = keyDir(t, [A, B])
-  const settings = join(dir, '..', `${dir.split('/').at(-1)}-cache-settings.yaml`)
-  writeFileSync(settings, `INBOUND_API_KEYS:\n  - key: ${KEY_A_ONLY}\n    applications: [${A}]\n  - ${KEY_ALL}\n`)
+  const settings = scopedKeysFile(t, dir)
   const cache = mkdtempSync(join(tmpdir(), 'vmp-app-cache-'))
-  t.after(() => {
-    rmSync(settings, { force: true })
-    rmSync(cache, { recursive: true, force: true })
-  })
+  t.after(() => rmSync(cache, { recursive: true, force: true }))
   const emulator = await startEmulator(t, { applicationId: A, publicKey: (appKeys[A] as TestKeys).publicKey })
   emulator.addApplication(B, (appKeys[B] as TestKeys).publicKey)
   emulator.media.addSynthetic(MEDIA_ID, 2048)

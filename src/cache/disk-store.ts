@@ -164,10 +164,6 @@ export class DiskStore {
     }
   }
 
-  has(hash: string): boolean {
-    return this.#index.has(hash)
-  }
-
   /**
    * The stored file for this key, opened, its header read (synchronously: a few microseconds
    * from the page cache, less than a trip through the thread pool); undefined when there is

@@ -3,7 +3,7 @@
 // honoured as an upstream's is (data() false: wait for resume()), so a slow client holds one
 // read buffer, never the file.
 import { closeSync, read } from 'node:fs'
-import type { ExchangeSummary, MediaSource, ResponseSink } from '../relay/upstream.js'
+import { type ExchangeSummary, type MediaSource, NO_UPSTREAM, type ResponseSink } from '../relay/upstream.js'
 
 /** One read: as much as the relay queues for a client before it waits. */
 const CHUNK_BYTES = 64 * 1024
@@ -25,7 +25,8 @@ export class FileReader implements MediaSource {
   readonly #bodyOffset: number
   readonly #end: number
   readonly #growing: GrowingFile | undefined
-  readonly summary: ExchangeSummary
+  /** A file asks nothing of the upstream. */
+  readonly summary: ExchangeSummary = NO_UPSTREAM
   #position: number
   /** Body bytes [0, n) already read (with the file's header), served without another read. */
   readonly #prefetched: Buffer | undefined
@@ -42,7 +43,6 @@ export class FileReader implements MediaSource {
     start: number,
     end: number,
     growing: GrowingFile | undefined,
-    summary: ExchangeSummary,
     prefetched?: Buffer,
   ) {
     this.#prefetched = prefetched
@@ -52,7 +52,6 @@ export class FileReader implements MediaSource {
     this.#position = start
     this.#end = end
     this.#growing = growing
-    this.summary = summary
   }
 
   /** Starts sending; the sink has been started. */

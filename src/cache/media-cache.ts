@@ -105,7 +105,6 @@ export class MediaCache {
         // A HEAD is answered with the headers alone: nothing is read, nothing counted as sent.
         method === 'HEAD' ? plan.start : plan.end,
         undefined,
-        NO_UPSTREAM,
         stored.bodyStart,
       )
       if (sink.start(plan.status, plan.headers, CACHE_HIT)) reader.run()
@@ -236,7 +235,7 @@ class FillReader extends FillSubscription {
       return
     }
     const plan = planResponse(head.headers, head.length, 'GET', this.#conditions)
-    const reader = new FileReader(this.sink, fd, fill.bodyOffset, plan.start, plan.end, fill, NO_UPSTREAM)
+    const reader = new FileReader(this.sink, fd, fill.bodyOffset, plan.start, plan.end, fill)
     this.inner = reader
     if (this.sink.start(plan.status, plan.headers, CACHE_STORED)) reader.run()
     else reader.cancel()

@@ -99,7 +99,7 @@ function weakless(etag: string): string {
  * header that is not a byte range, are ignored (the whole file is sent, as RFC 9110 14.2
  * allows); a range that starts past the end is unsatisfiable.
  */
-export function parseRange(value: string, length: number): { start: number; end: number } | 'whole' | 'unsatisfiable' {
+function parseRange(value: string, length: number): { start: number; end: number } | 'whole' | 'unsatisfiable' {
   const match = /^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$/i.exec(value)
   if (!match) return 'whole'
   const [, first, last] = match as unknown as [string, string, string]

@@ -9,12 +9,11 @@ import fp from 'fastify-plugin'
 import type { Config } from '../config.js'
 import { errors, ProxyError, sendProblem } from '../errors.js'
 import { decidePath, type MediaPaths } from '../relay/media-paths.js'
-import type { MediaAccess } from '../relay/media-route.js'
+import { APPLICATION_HEADER, type MediaAccess } from '../relay/media-route.js'
 import { UUID } from '../uuid.js'
 import { linkUrl, signLink } from './signature.js'
 
 const DEFAULT_TTL_SECONDS = 300
-const APPLICATION_HEADER = 'vonage-application-id'
 
 export interface LinksRouteOptions {
   readonly config: Config

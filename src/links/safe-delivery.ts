@@ -16,7 +16,7 @@ export const CORS_ALLOWED_REQUEST_HEADERS = [
 ] as const
 
 /** What a page's script may read of a cross-origin media response. */
-export const CORS_EXPOSED_RESPONSE_HEADERS = [
+const CORS_EXPOSED_RESPONSE_HEADERS = [
   'Content-Range',
   'Content-Length',
   'Accept-Ranges',

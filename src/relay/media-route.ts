@@ -33,7 +33,7 @@ export interface MediaRouteOptions extends DownloadDeps {
 }
 
 /** The request header that names the application; never forwarded (the allowlist has it not). */
-const APPLICATION_HEADER = 'vonage-application-id'
+export const APPLICATION_HEADER = 'vonage-application-id'
 
 async function mediaRoutes(app: FastifyInstance, options: MediaRouteOptions): Promise<void> {
   const { config } = options
