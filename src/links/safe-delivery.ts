@@ -31,6 +31,16 @@ const ALLOWED_METHODS = ['GET', 'HEAD']
 const ALLOWED_HEADER_NAMES = new Set(CORS_ALLOWED_REQUEST_HEADERS.map((name) => name.toLowerCase()))
 
 /**
+ * What every response on the media port carries, a problem too: no type sniffing, and a CSP
+ * under which even a file a browser does open as a page (a link followed to an HTML "image")
+ * runs no script, loads nothing and gets an opaque origin: no cookies, no storage, no DOM access.
+ */
+export const SAFE_DELIVERY_HEADERS: Readonly<Record<string, string>> = {
+  'x-content-type-options': 'nosniff',
+  'content-security-policy': "default-src 'none'; sandbox",
+}
+
+/**
  * Whether a browser may render this type in place: images (but SVG, or any `+xml`, which can
  * carry script), audio and video. Anything else, a missing type included, is a download.
  */
@@ -53,10 +63,7 @@ export function safeDeliveryHeaders(
 ): Record<string, string> {
   const inline = showsInline(contentType)
   const headers: Record<string, string> = {
-    'x-content-type-options': 'nosniff',
-    // Even a file a browser does open as a page (a link followed to an HTML "image") runs no
-    // script, loads nothing and gets an opaque origin: no cookies, no storage, no DOM access.
-    'content-security-policy': "default-src 'none'; sandbox",
+    ...SAFE_DELIVERY_HEADERS,
     // CORP only governs no-cors loads (<img>, <video> and <audio> without `crossorigin`), and
     // those carry no Origin, so CORS_ALLOWED_ORIGINS cannot be checked on them: `cross-origin`
     // would let every site embed the file. `same-site` keeps a page of the proxy's own site

@@ -7,6 +7,7 @@ import { type IncomingMessage, METHODS, type Server, type ServerResponse } from 
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { errors, type ProxyError, problemResponse } from '../errors.js'
+import { SAFE_DELIVERY_HEADERS } from '../links/safe-delivery.js'
 import { afterOpenRequests } from './request-end.js'
 
 /** How long the rest of a refused request is read and discarded before the socket is closed. */
@@ -28,7 +29,9 @@ export interface Refusal {
 }
 
 /** What every response on the media port carries, these raw ones too (see headers.ts). */
-const SAFE_DELIVERY = "X-Content-Type-Options: nosniff\r\nContent-Security-Policy: default-src 'none'; sandbox\r\n"
+const SAFE_DELIVERY = Object.entries(SAFE_DELIVERY_HEADERS)
+  .map(([name, value]) => `${name}: ${value}\r\n`)
+  .join('')
 
 export class EarlyRefusals {
   readonly #onRefusal: ((refusal: Refusal) => void) | undefined
@@ -76,8 +79,7 @@ export class EarlyRefusals {
       ...headers,
       'content-length': body.length,
       'x-request-id': requestId,
-      'x-content-type-options': 'nosniff',
-      'content-security-policy': "default-src 'none'; sandbox",
+      ...SAFE_DELIVERY_HEADERS,
       // The request may carry a body or an Upgrade we will not read: close rather than guess.
       connection: 'close',
     })

@@ -1,6 +1,7 @@
 // The header policy, both ways: what a client may send on to Vonage, what comes back from
 // Vonage, and what every response on the media port carries. Allowlists, never denylists.
 import type { FastifyRequest } from 'fastify'
+import { SAFE_DELIVERY_HEADERS } from '../links/safe-delivery.js'
 
 /** Client request headers sent on to Vonage; everything else stays here. */
 export const FORWARDED_REQUEST_HEADERS = ['range', 'if-range', 'if-none-match', 'if-modified-since', 'accept'] as const
@@ -56,11 +57,7 @@ export function asciiContentDisposition(value: string): string {
  * upgrade.
  */
 export function responseBasics(request: FastifyRequest): Record<string, string> {
-  const headers: Record<string, string> = {
-    'x-request-id': request.id,
-    'x-content-type-options': 'nosniff',
-    'content-security-policy': "default-src 'none'; sandbox",
-  }
+  const headers: Record<string, string> = { 'x-request-id': request.id, ...SAFE_DELIVERY_HEADERS }
   // Node's parser stops reading a connection that asked to upgrade; we never upgrade, so
   // close it after the answer rather than leave it deaf.
   if (request.headers.upgrade !== undefined) headers.connection = 'close'
